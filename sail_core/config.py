@@ -1,0 +1,223 @@
+"""The one typed configuration: ``params.yaml`` loaded into pydantic models.
+
+``params.yaml`` holds a ``base`` section and named ``profiles`` whose values
+are deep-merged over it. Unknown keys and ill-typed values fail at start-up
+with a message that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class DataConfig(_Strict):
+    """How the demo catalogue and its pair datasets are built."""
+
+    seed: int = 0
+    max_items: int | None = Field(None, ge=10, description="cap the catalogue (tests use a slice)")
+    max_users: int | None = Field(None, ge=5)
+    holdout_fraction: float = Field(0.15, gt=0.0, lt=0.9, description="share of items held out for evaluation")
+    positive_rating: float = Field(4.0, ge=0.0, le=5.0, description="ratings at or above this are positive")
+    copair_window_days: float = Field(7.0, gt=0.0, description="co-engagement window for copair_i2i")
+    max_pairs_per_dataset: int = Field(20000, ge=10)
+
+
+class ContractsConfig(_Strict):
+    """Tolerances for the Great Expectations data contracts."""
+
+    # Share of a table's rows that may be quarantined before the run stops.
+    max_quarantine_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class DatasetConfig(_Strict):
+    """One pair dataset: its task, instructions, sampling weight and loss."""
+
+    task: Literal["i2i", "q2i", "cls"]
+    weight: float = Field(1.0, gt=0.0)
+    temperature_init: float = Field(0.05, gt=0.0, lt=1.0)
+    query_instruction: str = ""
+    target_instruction: str = ""
+    loss: Literal["infonce"] = "infonce"
+
+
+class ModelConfig(_Strict):
+    """The encoder. ``demo`` uses the packaged all-MiniLM-L6-v2 backbone."""
+
+    backbone: Literal["minilm"] = "minilm"
+    max_length: int = Field(64, ge=8, le=512)
+    matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 128, 64])
+
+    @model_validator(mode="after")
+    def _dims_descending(self) -> "ModelConfig":
+        dims = self.matryoshka_dims
+        if not dims or sorted(dims, reverse=True) != dims or len(set(dims)) != len(dims):
+            raise ValueError(f"model.matryoshka_dims must be distinct and descending, got {dims}")
+        return self
+
+
+class StageConfig(_Strict):
+    """One training stage; stages are data, run by one training loop."""
+
+    name: str
+    datasets: list[str]
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(5e-5, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_steps: int = Field(10, ge=0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    checkpoint_every: int = Field(50, ge=1)
+    hard_negatives: int = Field(0, ge=0, description="mined hard negatives per query (stage III)")
+
+
+class TrainConfig(_Strict):
+    seed: int = 0
+    stages: list[StageConfig]
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")
+
+
+class EvalConfig(_Strict):
+    ks: list[int] = Field(default_factory=lambda: [1, 10, 50])
+    tasks: list[Literal["i2i", "q2i"]] = Field(default_factory=lambda: ["i2i", "q2i"])
+    batch_size: int = Field(128, ge=1)
+
+
+class GateConfig(_Strict):
+    """Promotion gate: candidate metric minus reference metric must reach ``min_delta``."""
+
+    metrics: dict[str, float] = Field(default_factory=lambda: {"eval.i2i.recall_at_10": 0.0})
+
+
+class ServeConfig(_Strict):
+    host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(8001, ge=1, le=65535)
+    metrics_port: int = Field(8002, ge=1, le=65535)
+    model_name: str = "sail_embedding"
+    max_batch_size: int = Field(64, ge=1)
+    startup_timeout_s: float = Field(120.0, gt=0)
+
+
+class RegistryConfig(_Strict):
+    model_name: str = "sail-embedding"
+    experiment: str = "sail-embedding"
+
+
+class Config(_Strict):
+    profile: str = "demo"
+    data: DataConfig = DataConfig()
+    contracts: ContractsConfig = ContractsConfig()
+    datasets: dict[str, DatasetConfig]
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    gate: GateConfig = GateConfig()
+    serve: ServeConfig = ServeConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _stages_name_known_datasets(self) -> "Config":
+        for i, stage in enumerate(self.train.stages):
+            for name in stage.datasets:
+                if name not in self.datasets:
+                    raise ValueError(
+                        f"train.stages.{i}.datasets: unknown dataset {name!r}; "
+                        f"allowed: {sorted(self.datasets)}"
+                    )
+        return self
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _allowed_at(loc: tuple, model: type[BaseModel] = Config) -> list[str]:
+    """The field names allowed at the parent of a pydantic error location."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_at(e["loc"])
+            lines.append(f"  - unknown key '{key}'; allowed keys here: {', '.join(allowed)}")
+        else:
+            ctx = e.get("ctx") or {}
+            hint = f" (allowed: {ctx['expected']})" if "expected" in ctx else ""
+            lines.append(f"  - '{key}': {e['msg']}{hint}; got {e.get('input')!r}")
+    lines.append("Fix the key in params.yaml (or the override you passed) and run again.")
+    return "\n".join(lines)
+
+
+def load_config(
+    params: str | os.PathLike | None = None,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Load ``params.yaml``, apply ``profile`` and dotted ``overrides``, validate.
+
+    ``overrides`` maps dotted keys (``gate.metrics``, ``train.stages``) to values.
+    Raises :class:`ConfigError` naming each bad key and what is allowed.
+    """
+    path = Path(params or os.environ.get("SAIL_PARAMS", DEFAULT_PARAMS))
+    if not path.exists():
+        raise ConfigError(f"configuration file {path} not found; pass --params or set SAIL_PARAMS")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict) or "base" not in raw or "profiles" not in raw:
+        raise ConfigError(f"{path} must have top-level keys 'base' and 'profiles'")
+    name = profile or os.environ.get("SAIL_PROFILE") or raw.get("profile", "demo")
+    profiles = raw["profiles"] or {}
+    if name not in profiles:
+        raise ConfigError(f"unknown profile {name!r} in {path}; allowed profiles: {', '.join(sorted(profiles))}")
+    tree = _deep_merge(raw["base"], profiles[name] or {})
+    tree["profile"] = name
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, f"{path} (profile {name!r})")) from None

@@ -1,0 +1,66 @@
+"""Table schemas: the single source for column names and types.
+
+A data folder (raw or validated) holds::
+
+    items.parquet          one row per content item
+    interactions.parquet   user-item events with timestamps
+    pairs/<dataset>.parquet  query -> target pairs, one file per dataset (name = config key)
+
+Each side of a pair is either an item (``*_item``) or free text (``*_text``):
+exactly one of the two is set. ``split`` is ``train`` or ``test``; test pairs
+involve at least one held-out item (evaluation splits are made by item).
+"""
+
+from __future__ import annotations
+
+ITEMS = "items"
+INTERACTIONS = "interactions"
+PAIRS_DIR = "pairs"
+
+# column -> pandas dtype. "required" columns may not be null.
+ITEM_COLUMNS: dict[str, str] = {
+    "item_id": "string",     # unique, required
+    "title": "string",       # required
+    "year": "Int64",         # 1870..2100, nullable
+    "tags": "string",        # genres / tags, comma separated, nullable
+    "ocr": "string",         # nullable
+    "asr": "string",         # nullable
+    "author": "string",      # nullable
+}
+ITEM_REQUIRED = ["item_id", "title"]
+
+INTERACTION_COLUMNS: dict[str, str] = {
+    "user_id": "string",     # required
+    "item_id": "string",     # required, must exist in items
+    "timestamp": "Int64",    # unix seconds, required, > 0
+    "rating": "Float64",     # 0..5, required
+}
+INTERACTION_REQUIRED = list(INTERACTION_COLUMNS)
+
+PAIR_COLUMNS: dict[str, str] = {
+    "query_item": "string",
+    "query_text": "string",
+    "target_item": "string",
+    "target_text": "string",
+    "score": "Float64",      # optional graded relevance
+    "split": "string",       # train | test
+}
+SPLITS = ("train", "test")
+
+
+def item_text(row) -> str:
+    """The item's text field: title, year, tags, and other text fields, de-duplicated and joined."""
+    parts: list[str] = []
+    title = row.get("title")
+    year = row.get("year")
+    head = str(title) if title is not None and title == title else ""
+    if year is not None and year == year and str(year) not in head:
+        head = f"{head} ({int(year)})"
+    parts.append(head)
+    for key, label in (("tags", "Genres"), ("author", "By"), ("ocr", "Text"), ("asr", "Speech")):
+        value = row.get(key)
+        if value is not None and value == value and str(value).strip():
+            text = f"{label}: {str(value).strip()}"
+            if text not in parts:
+                parts.append(text)
+    return ". ".join(p for p in parts if p)

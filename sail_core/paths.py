@@ -1,0 +1,105 @@
+"""Where things live: the ``SAIL_HOME`` workspace and the pipeline's work folders.
+
+``SAIL_HOME`` (default ``.sail/`` in the repository, git-ignored) holds the
+services' state: Airflow home, MLflow store, DVC remote, Triton model
+repository and the Triton runtime environment. The pipeline's data and model
+outputs live in the repository (``data/``, ``models/``, ``reports/``) so that
+DVC tracks them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sail_core.config import REPO_ROOT
+
+
+def sail_home() -> Path:
+    home = Path(os.environ.get("SAIL_HOME", REPO_ROOT / ".sail")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def airflow(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def dvc_remote(self) -> Path:
+        return self.root / "dvc-remote"
+
+    @property
+    def triton_repo(self) -> Path:
+        return self.root / "triton" / "models"
+
+    @property
+    def triton_runtime(self) -> Path:
+        return self.root / "triton" / "runtime"
+
+    @property
+    def triton_venv(self) -> Path:
+        return self.root / "triton" / "venv"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+def home() -> Home:
+    return Home(sail_home())
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """The pipeline's outputs, relative to a project root (DVC tracks these)."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:          # ingest output: tables + media
+        return self.root / "data" / "raw"
+
+    @property
+    def validated(self) -> Path:    # validate output: clean tables
+        return self.root / "data" / "validated"
+
+    @property
+    def quarantine(self) -> Path:   # rejected rows with their reason
+        return self.root / "data" / "quarantine"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def stage(self, name: str) -> Path:
+        return self.models / name
+
+    @property
+    def onnx(self) -> Path:
+        return self.models / "onnx"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def run_info(self) -> Path:     # MLflow run id and data hash of the current pipeline run
+        return self.root / "reports" / "run.json"
+
+
+def workdir(root: str | os.PathLike | None = None) -> Workdir:
+    return Workdir(Path(root or os.environ.get("SAIL_WORKDIR", REPO_ROOT)).resolve())
