@@ -30,6 +30,10 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """How the demo catalogue and its pair datasets are built."""
 
+    source: Literal["demo", "files"] = Field("demo", description="demo = MovieLens-100k from recbole; files = your own tables")
+    items_file: str | None = Field(None, description="items CSV/parquet when source=files")
+    interactions_file: str | None = Field(None, description="interactions CSV/parquet when source=files")
+    pairs_dir: str | None = Field(None, description="optional folder of pair tables when source=files")
     seed: int = 0
     max_items: int | None = Field(None, ge=10, description="cap the catalogue (tests use a slice)")
     max_users: int | None = Field(None, ge=5)
@@ -37,6 +41,13 @@ class DataConfig(_Strict):
     positive_rating: float = Field(4.0, ge=0.0, le=5.0, description="ratings at or above this are positive")
     copair_window_days: float = Field(7.0, gt=0.0, description="co-engagement window for copair_i2i")
     max_pairs_per_dataset: int = Field(20000, ge=10)
+
+
+    @model_validator(mode="after")
+    def _files_need_paths(self) -> "DataConfig":
+        if self.source == "files" and not (self.items_file and self.interactions_file):
+            raise ValueError("data.source=files needs data.items_file and data.interactions_file")
+        return self
 
 
 class ContractsConfig(_Strict):

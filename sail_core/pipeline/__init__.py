@@ -1,0 +1,15 @@
+"""Pipeline steps: one function per step, called alike by the CLI, DVC stages and Airflow tasks."""
+
+from sail_core.pipeline.steps import (  # noqa: F401
+    STEPS,
+    evaluate,
+    export,
+    gate,
+    ingest,
+    promote,
+    register,
+    rollback,
+    train,
+    validate,
+    version,
+)

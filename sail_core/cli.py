@@ -1,0 +1,298 @@
+"""``sail``: the command line. Each pipeline verb is a thin call into ``sail_core.pipeline``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="SAIL-Embedding: train, evaluate and serve omni-modal embeddings.")
+data_app = typer.Typer(no_args_is_help=True, help="Build or import the tables the pipeline trains on.")
+serve_app = typer.Typer(no_args_is_help=True, help="Run the local Triton server (127.0.0.1).")
+app.add_typer(data_app, name="data")
+app.add_typer(serve_app, name="serve")
+err = Console(stderr=True)
+out = Console()
+
+
+class State:
+    params: Optional[Path] = None
+    profile: Optional[str] = None
+    overrides: dict[str, Any] = {}
+    workdir: Optional[Path] = None
+
+
+def _parse_sets(sets: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in sets:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set expects KEY=VALUE (e.g. gate.metrics.eval.i2i.recall_at_10=0.01), got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+@app.callback()
+def main(
+    params: Optional[Path] = typer.Option(None, "--params", help="params.yaml to read (default: the repository's, or $SAIL_PARAMS)"),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="profile in params.yaml (default: its `profile` key, or $SAIL_PROFILE)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key, KEY=VALUE (repeatable)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="project root holding data/, models/, reports/ (default: the repository)"),
+) -> None:
+    State.params, State.profile, State.workdir = params, profile, workdir
+    State.overrides = _parse_sets(set_)
+
+
+def _cfg():
+    from sail_core.config import load_config
+
+    return load_config(State.params, State.profile, State.overrides)
+
+
+def _wd():
+    from sail_core.paths import workdir
+
+    return workdir(State.workdir)
+
+
+def _run(fn, *args, **kwargs):
+    """Run a step; turn expected failures into a one-screen message and a non-zero exit."""
+    from sail_core.config import ConfigError
+
+    try:
+        result = fn(*args, **kwargs)
+    except ConfigError as e:
+        err.print(f"[red]configuration error[/]\n{e}")
+        raise typer.Exit(2)
+    except (ValueError, RuntimeError, OSError) as e:
+        # Contract breaches, gate misses, DVC/Triton failures: the message names the problem and the fix.
+        err.print(f"[red]{type(e).__name__}[/]: {e}")
+        raise typer.Exit(1)
+    return result
+
+
+def _print(result: Any) -> None:
+    if result is not None:
+        out.print_json(json.dumps(result, default=str))
+
+
+# ------------------------------------------------------------------- data
+@data_app.command("demo")
+def data_demo(out_dir: Path = typer.Option(..., "--out", help="folder to write items, interactions and pairs into")):
+    """Build the demo catalogue from MovieLens-100k (read from the installed recbole package)."""
+    from sail_core.data.demo import build_demo
+
+    cfg = _run(_cfg)
+    _print(_run(build_demo, out_dir, cfg.data))
+
+
+@data_app.command("import")
+def data_import(
+    items: Path = typer.Option(..., "--items", help="items CSV or parquet"),
+    interactions: Path = typer.Option(..., "--interactions", help="interactions CSV or parquet"),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="folder of pair tables; derived from interactions when absent"),
+    out_dir: Path = typer.Option(..., "--out", help="folder to write the imported tables into"),
+):
+    """Import your own tables in the documented schema (see README, 'Bring your own data')."""
+    from sail_core.data.importer import import_tables
+
+    cfg = _run(_cfg)
+    _print(_run(import_tables, items, interactions, pairs, out_dir, cfg.data))
+
+
+# --------------------------------------------------------------- pipeline
+@app.command()
+def ingest():
+    """Write the raw tables to data/raw (demo catalogue or your files, per params.yaml data.source)."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.ingest, _run(_cfg), _wd()))
+
+
+@app.command()
+def validate(
+    data: Optional[Path] = typer.Option(None, "--data", help="folder to validate (default: data/raw of the pipeline)"),
+):
+    """Apply the data contracts. Clean rows go on, rejected rows go to quarantine with the reason."""
+    from sail_core import pipeline
+
+    cfg, wd = _run(_cfg), _wd()
+    if data is not None and data.resolve() != wd.raw:
+        # A stand-alone folder: write its outputs beside it, not into the pipeline's data/.
+        base = data.resolve()
+        wd = _SideWorkdir(base)
+    _print(_run(pipeline.validate, cfg, wd, data))
+
+
+class _SideWorkdir:
+    """Work folders for validating a folder outside the pipeline: <D>.validated, <D>.quarantine."""
+
+    def __init__(self, base: Path):
+        self.root = base.parent
+        self.raw = base
+        self.validated = base.with_name(base.name + ".validated")
+        self.quarantine = base.with_name(base.name + ".quarantine")
+
+
+@app.command()
+def version():
+    """Commit data/raw and data/validated to DVC and push them to the remote."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.version, _run(_cfg), _wd()))
+
+
+@app.command()
+def train(resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint instead of starting over")):
+    """Run the configured training stages (logged to MLflow)."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.train, _run(_cfg), _wd(), resume=resume))
+
+
+@app.command()
+def evaluate():
+    """Recall@K for the trained model and the untrained baseline; report and plot."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.evaluate, _run(_cfg), _wd()))
+
+
+@app.command()
+def gate():
+    """Compare the candidate with the champion (or the baseline); exit 1 when a threshold is missed."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.gate, _run(_cfg), _wd()))
+
+
+@app.command()
+def export():
+    """Export the trained model to ONNX, with a parity check against PyTorch."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.export, _run(_cfg), _wd()))
+
+
+@app.command()
+def register():
+    """Version the model outputs (DVC) and register an MLflow model version aliased `challenger`."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.register, _run(_cfg), _wd()))
+
+
+@app.command()
+def promote(
+    model_version: Optional[int] = typer.Option(None, "--version", help="registered version to serve (default: the challenger)"),
+    rollback: bool = typer.Option(False, "--rollback", help="return to the previously served champion"),
+):
+    """Serve a model version on Triton and alias it `champion` (or roll back)."""
+    from sail_core import pipeline
+
+    cfg = _run(_cfg)
+    if rollback:
+        _print(_run(pipeline.rollback, cfg))
+    else:
+        _print(_run(pipeline.promote, cfg, _wd(), model_version))
+
+
+# ---------------------------------------------------------------- serving
+@serve_app.command("up")
+def serve_up():
+    """Start tritonserver on 127.0.0.1 (explicit model control), loading the champion if one is served."""
+    from sail_core.paths import home
+    from serving import server
+
+    cfg = _run(_cfg)
+    _print(_run(server.ensure_running, home().triton_repo, cfg.serve))
+
+
+@serve_app.command("down")
+def serve_down():
+    """Stop the local tritonserver."""
+    from serving import server
+
+    _print(_run(server.stop))
+
+
+@serve_app.command("status")
+def serve_status():
+    """Report whether tritonserver is up, and which model versions it serves."""
+    from serving import server
+
+    cfg = _run(_cfg)
+    _print(_run(server.status, cfg.serve))
+
+
+@app.command()
+def embed(
+    text: str = typer.Argument(..., help="text to embed"),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Matryoshka dimension (default: full)"),
+    protocol: str = typer.Option("http", "--protocol", help="http or grpc"),
+):
+    """Print the embedding Triton returns for TEXT."""
+    from serving import client
+
+    cfg = _run(_cfg)
+    vec = _run(client.embed, [text], dim, cfg.serve, protocol)[0]
+    out.print(json.dumps({"dim": len(vec), "norm": round(float((vec**2).sum() ** 0.5), 6),
+                          "embedding": [round(float(x), 6) for x in vec]}))
+
+
+# ------------------------------------------------------------ orchestration
+@app.command()
+def run(
+    conf: str = typer.Option("{}", "--conf", help="JSON run conf for the DAG (profile, steps, gate_thresholds, promote)"),
+):
+    """Run the whole pipeline DAG through Airflow (`airflow dags test`, SQLite)."""
+    from sail_core import airflow_env
+
+    code = airflow_env.dags_test(json.loads(conf))
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    profile: str = typer.Option("demo", "--profile", help="profile to run the DAG with"),
+    query: str = typer.Option("a romantic comedy set in paris", "--query", help="text to embed through Triton at the end"),
+):
+    """The main job: run the whole DAG through Airflow on the embedded default, then query Triton."""
+    from sail_core import airflow_env
+    from sail_core.paths import home
+    from serving import client
+
+    code = airflow_env.dags_test({"profile": profile})
+    if code != 0:
+        err.print(f"[red]the DAG run failed[/] (exit {code}); the task logs above say where. Earlier outputs are kept.")
+        raise typer.Exit(code)
+    cfg = _run(_cfg)
+    vec = _run(client.embed, [query], None, cfg.serve, "http")[0]
+    h = home()
+    out.print(f"\n[bold green]Triton served[/] {query!r} -> {len(vec)}-d vector, first values {[round(float(x), 4) for x in vec[:6]]}")
+    out.print(
+        f"Triton:  http://{cfg.serve.host}:{cfg.serve.http_port} (left running; `.venv/bin/sail serve down` stops it)\n"
+        f"MLflow:  store {h.mlflow_db}; browse with `.venv/bin/sail ui` (Airflow + MLflow on 127.0.0.1)\n"
+        f"Report:  reports/eval/eval_report.md   DVC: `.venv/bin/dvc status`"
+    )
+
+
+@app.command()
+def ui():
+    """Start `airflow standalone` and `mlflow ui` on 127.0.0.1 and print their addresses and login."""
+    from sail_core import airflow_env
+
+    airflow_env.start_uis()
+
+
+def entry() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

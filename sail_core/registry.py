@@ -1,0 +1,75 @@
+"""MLflow model registry: versions and the ``challenger`` / ``champion`` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sail_core.tracking import configure
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PREVIOUS = "previous-champion"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    version: int
+    run_id: str
+
+
+def client():
+    from mlflow import MlflowClient
+
+    configure()
+    return MlflowClient()
+
+
+def by_alias(model_name: str, alias: str) -> ModelRef | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client().get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    return ModelRef(int(mv.version), mv.run_id)
+
+
+def register_onnx(run_id: str, onnx_dir: Path, model_name: str, tags: dict[str, str]) -> int:
+    """Log the exported ONNX model in ``run_id``, register a version, alias it ``challenger``."""
+    import mlflow
+    import onnx
+
+    configure()
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_dir / "model.onnx")),
+            name="model",
+            pip_requirements=["onnxruntime", "numpy", "tokenizers"],
+            extra_files=[str(onnx_dir / "tokenizer.json"), str(onnx_dir / "export.json")],
+            save_as_external_data=False,
+        )
+        mlflow.log_artifacts(str(onnx_dir), artifact_path="onnx")
+    mv = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    c = client()
+    c.set_registered_model_alias(model_name, CHALLENGER, mv.version)
+    return int(mv.version)
+
+
+def download_onnx(model_name: str, version: int, dest: Path) -> Path:
+    """Fetch a version's exported ONNX folder (model.onnx, tokenizer.json, export.json)."""
+    import mlflow
+
+    mv = client().get_model_version(model_name, str(version))
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="onnx", dst_path=str(dest)))
+
+
+def set_champion(model_name: str, version: int) -> int | None:
+    """Alias ``version`` as champion; the old champion becomes ``previous-champion``. Returns the old one."""
+    c = client()
+    old = by_alias(model_name, CHAMPION)
+    if old is not None and old.version != version:
+        c.set_registered_model_alias(model_name, PREVIOUS, str(old.version))
+    c.set_registered_model_alias(model_name, CHAMPION, str(version))
+    return old.version if old else None
