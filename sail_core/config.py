@@ -19,6 +19,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
 
 
+def default_params() -> Path:
+    """``params.yaml`` of the current DVC project (cwd) if there is one, else the repository's."""
+    local = Path.cwd() / "params.yaml"
+    return local if local.exists() and (Path.cwd() / "dvc.yaml").exists() else DEFAULT_PARAMS
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
 
@@ -214,7 +220,7 @@ def load_config(
     ``overrides`` maps dotted keys (``gate.metrics``, ``train.stages``) to values.
     Raises :class:`ConfigError` naming each bad key and what is allowed.
     """
-    path = Path(params or os.environ.get("SAIL_PARAMS", DEFAULT_PARAMS))
+    path = Path(params or os.environ.get("SAIL_PARAMS") or default_params())
     if not path.exists():
         raise ConfigError(f"configuration file {path} not found; pass --params or set SAIL_PARAMS")
     raw = yaml.safe_load(path.read_text()) or {}

@@ -102,4 +102,10 @@ class Workdir:
 
 
 def workdir(root: str | os.PathLike | None = None) -> Workdir:
-    return Workdir(Path(root or os.environ.get("SAIL_WORKDIR", REPO_ROOT)).resolve())
+    """The project root: explicit, else $SAIL_WORKDIR, else the cwd when it is a DVC project, else the repository."""
+    if root is None:
+        root = os.environ.get("SAIL_WORKDIR")
+    if root is None:
+        cwd = Path.cwd()
+        root = cwd if (cwd / "dvc.yaml").exists() else REPO_ROOT
+    return Workdir(Path(root).resolve())
