@@ -122,9 +122,9 @@ def test_matryoshka_terms_and_temperature():
     g = torch.Generator().manual_seed(5)
     q, t = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
     terms = loss(q, t, "b")
-    assert set(terms) == {"nce_loss_8", "nce_loss_4"}
-    assert terms["nce_loss_4"].item() == pytest.approx(naive_infonce(q[:, :4], t[:, :4], 0.1), rel=1e-5)
-    assert terms["nce_loss_8"].item() == pytest.approx(naive_infonce(q, t, 0.1), rel=1e-5)
+    assert set(terms) == {"nce_8_loss", "nce_4_loss"}
+    assert terms["nce_4_loss"].item() == pytest.approx(naive_infonce(q[:, :4], t[:, :4], 0.1), rel=1e-5)
+    assert terms["nce_8_loss"].item() == pytest.approx(naive_infonce(q, t, 0.1), rel=1e-5)
     sum(terms.values()).backward()
     assert loss.temperatures.log_tau["b"].grad is not None and loss.temperatures.log_tau["a"].grad is None
     assert loss.temperatures.values()["a"] == pytest.approx(0.05)

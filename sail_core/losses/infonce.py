@@ -14,7 +14,7 @@ rank are gathered *with gradient*; each rank averages over its own rows, and
 DDP's gradient averaging then equals the single-process full-batch loss.
 
 MRL: the loss is computed on the re-normalised prefix of each Matryoshka dim and
-reported as one term per dim (``nce_loss_384``, ``nce_loss_128``, ...). The
+reported as one term per dim (``nce_384_loss``, ``nce_128_loss``, ...). The
 trainer sums every term whose name ends in ``_loss``.
 
 References: van den Oord et al. 2018 (InfoNCE); Kusupati et al. 2022 (MRL);
@@ -23,7 +23,7 @@ SAIL-Embedding (arXiv 2510.12709), section on losses.
 Example::
 
     loss = InfoNCELoss({"q2i": 0.05}, dims=[384, 128])
-    terms = loss(q, t, "q2i", target_keys=keys)      # {"nce_loss_384": ..., "nce_loss_128": ...}
+    terms = loss(q, t, "q2i", target_keys=keys)      # {"nce_384_loss": ..., "nce_128_loss": ...}
     total = sum(v for k, v in terms.items() if k.endswith("_loss"))
 """
 
@@ -106,7 +106,7 @@ class InfoNCELoss(nn.Module):
         dims: Matryoshka dims, descending; ``None`` = the full dim only.
         gather: gather negatives over ranks when distributed.
 
-    Returns from ``forward``: ``{"nce_loss_<dim>": scalar, ...}``.
+    Returns from ``forward``: ``{"nce_<dim>_loss": scalar, ...}``.
     """
 
     def __init__(self, temperature_inits: dict[str, float], dims: list[int] | None = None, gather: bool = True):
@@ -139,7 +139,7 @@ class InfoNCELoss(nn.Module):
             raise ValueError(f"Matryoshka dim {max(dims)} exceeds the embedding size {full}; fix model.matryoshka_dims")
         terms: dict[str, torch.Tensor] = {}
         for dim in dims:
-            terms[f"nce_loss_{dim}"] = compute_loss_from_embeddings(
+            terms[f"nce_{dim}_loss"] = compute_loss_from_embeddings(
                 query[..., :dim],
                 target[..., :dim],
                 tau,

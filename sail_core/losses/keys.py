@@ -14,11 +14,22 @@ import torch
 NO_KEY = -1
 
 
+def _is_null(value) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN
+    except TypeError:  # pd.NA
+        return True
+
+
 def side_key(item_id: str | None, text: str | None) -> int:
     """Key of one pair side: the item id when set, else the text; non-negative."""
-    if item_id is not None and item_id == item_id:
+    item_id = None if _is_null(item_id) else item_id
+    text = None if _is_null(text) else text
+    if item_id is not None:
         raw = f"item:{item_id}"
-    elif text is not None and text == text:
+    elif text is not None:
         raw = f"text:{' '.join(str(text).split())}"
     else:
         return NO_KEY
