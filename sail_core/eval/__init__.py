@@ -1,0 +1,1 @@
+"""Evaluation: Recall@k retrieval metrics, trained vs baseline, report and plot."""
