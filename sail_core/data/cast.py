@@ -7,6 +7,7 @@ file, the column, the row and the value, so it can be fixed at the source.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -31,6 +32,49 @@ def _blank_to_na(col: pd.Series) -> pd.Series:
     return col
 
 
+def _parse_numeric(col: pd.Series, dtype: str) -> tuple[pd.Series, pd.Series, str]:
+    """``(parsed Float64 values, mask of values that cannot be cast, why)`` for a numeric dtype."""
+    clean = _blank_to_na(col)
+    if pd.api.types.is_bool_dtype(clean):
+        return pd.Series(pd.NA, index=col.index, dtype="Float64"), clean.notna(), "booleans are not numbers"
+    num = pd.to_numeric(clean, errors="coerce").astype("Float64")
+    bad = (num.isna() & clean.notna()).astype(bool)
+    why = "not a number"
+    if dtype == "Int64":
+        frac = (num.notna() & (num != num.round())).fillna(False).astype(bool)
+        if bool(frac.any()):
+            why = "not a number or not a whole number" if bool(bad.any()) else "not a whole number"
+        bad = bad | frac
+    return num, bad, why
+
+
+def invalid_mask(col: pd.Series, dtype: str) -> pd.Series:
+    """True for the values of ``col`` that cannot be cast to the schema ``dtype`` (nulls are valid)."""
+    if dtype == "string":
+        return pd.Series(False, index=col.index)
+    return _parse_numeric(col, dtype)[1]
+
+
+def lenient_column(col: pd.Series, dtype: str) -> pd.Series:
+    """Cast what can be cast; keep the other values as they are (object column).
+
+    Used on CSV text before the data contracts run, so that Great Expectations
+    sees a typed column when the file is clean and can point at the exact rows
+    (values of the wrong Python type) when it is not.
+    """
+    if dtype == "string":
+        return col
+    num, bad, _ = _parse_numeric(col, dtype)
+    if not bool(bad.any()):
+        return num.round().astype("Int64") if dtype == "Int64" else num
+    scalar = np.int64 if dtype == "Int64" else np.float64
+    values = [
+        col.iloc[i] if bad.iloc[i] else (None if pd.isna(num.iloc[i]) else scalar(num.iloc[i]))
+        for i in range(len(col))
+    ]
+    return pd.Series(values, index=col.index, dtype=object)
+
+
 def cast_column(col: pd.Series, dtype: str, source: str, column: str) -> pd.Series:
     """Cast one column to a schema dtype (``string``, ``Int64`` or ``Float64``)."""
     if dtype == "string":
@@ -41,23 +85,13 @@ def cast_column(col: pd.Series, dtype: str, source: str, column: str) -> pd.Seri
                 col = col.astype("Int64")
         if pd.api.types.is_bool_dtype(col) and col.dtype != object:
             raise _fail(source, column, col.index, col, dtype, "booleans are not text")
-        out = col.astype("string")
-        return out.str.strip().mask(out.str.strip() == "") if len(out) else out
+        out = col.astype("string").str.strip()
+        return out.mask(out == "")
     if dtype in ("Int64", "Float64"):
-        clean = _blank_to_na(col)
-        if pd.api.types.is_bool_dtype(clean):
-            raise _fail(source, column, col.index, col, dtype, "booleans are not numbers")
-        num = pd.to_numeric(clean, errors="coerce")
-        bad = num.isna() & clean.notna()
+        num, bad, why = _parse_numeric(col, dtype)
         if bool(bad.any()):
-            raise _fail(source, column, col.index[bad.to_numpy()], col, dtype, "not a number")
-        num = num.astype("Float64")
-        if dtype == "Int64":
-            frac = num.notna() & (num != num.round())
-            if bool(frac.any()):
-                raise _fail(source, column, col.index[frac.to_numpy()], col, dtype, "not a whole number")
-            return num.round().astype("Int64")
-        return num
+            raise _fail(source, column, col.index[bad.to_numpy()], col, dtype, why)
+        return num.round().astype("Int64") if dtype == "Int64" else num
     raise SchemaError(f"unsupported schema dtype {dtype!r} for column {column!r}")
 
 

@@ -1,0 +1,50 @@
+"""The contract-breach error and its message lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_contracts.check import Findings
+
+
+class ContractBreach(ValueError):
+    """A data contract is breached: a table-level rule failed or too many rows were quarantined.
+
+    ``breaches`` holds one line per failed rule; ``result`` is the
+    :class:`data_contracts.validate.ValidationResult` (report and quarantine are written).
+    """
+
+    def __init__(self, breaches: list[str], result=None):
+        self.breaches = breaches
+        self.result = result
+        hint = (
+            "Fix the source data (or raise contracts.max_quarantine_fraction to accept row losses) and run again."
+        )
+        super().__init__("data contract breached:\n  " + "\n  ".join(breaches) + "\n" + hint)
+
+
+def _col(column: str | None) -> str:
+    return f"column '{column}': " if column else ""
+
+
+def breach_lines(table: str, n: int, quarantined: int, tolerance: float, found: Findings, qpath: Path) -> list[str]:
+    """Message lines for one table (empty when it meets its contract)."""
+    lines = []
+    for t in found.table:
+        if t.all_rows:
+            moved = f"all {n} rows moved to {qpath}"
+        else:
+            moved = f"{t.rows} of {n} rows moved to {qpath}"
+        lines.append(f"{table}: {_col(t.column)}{t.expectation} failed (table-level: {t.detail}); {moved}")
+    frac = quarantined / n if n else 0.0
+    if frac > tolerance:
+        failed = [r for r in found.row_counts if r.rows]
+        for r in failed:
+            share = r.rows / n
+            cmp = f"{share:.1%} > tolerance {tolerance:.1%}" if len(failed) == 1 else f"{share:.1%}"
+            lines.append(f"{table}: {_col(r.column)}{r.expectation} failed for {r.rows} of {n} rows ({cmp}); rows moved to {qpath}")
+        if len(failed) != 1 and not found.table:
+            lines.append(
+                f"{table}: {quarantined} of {n} rows quarantined ({frac:.1%} > tolerance {tolerance:.1%}); rows moved to {qpath}"
+            )
+    return lines

@@ -1,0 +1,145 @@
+"""Apply the data contracts to a data folder: clean tables, quarantine, report.
+
+``validate_dir(src, out, quarantine, cfg)`` runs the suite of every table
+(items, interactions, each ``pairs/<dataset>``) with Great Expectations,
+writes the clean rows to ``out`` (same layout, schema dtypes), the failing
+rows to ``quarantine/<table>.parquet`` with their reason, and
+``out/validation_report.{json,md}``. Items are checked first; the other
+tables are checked against the ids of the *clean* items, so a row that
+points at a quarantined item is quarantined too and ``out`` is referentially
+consistent. On a breach it raises :class:`ContractBreach` after writing
+everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from data_contracts.breach import ContractBreach, breach_lines
+from data_contracts.check import evaluate
+from data_contracts.quarantine import split_rows
+from data_contracts.report import write_report
+from data_contracts.runner import run_suite
+from data_contracts.suites import ITEM_IDS_PARAM, SUITE_NAMES, load_suite
+from data_contracts.tables import discover, read_for_validation
+from sail_core.config import ContractsConfig
+from sail_core.data import schema
+from sail_core.data.io import write_table
+from sail_core.data.tables import write_data_dir
+
+_console = Console(stderr=True)
+
+
+@dataclass
+class TableResult:
+    name: str
+    source: str
+    rows: int
+    clean: int
+    quarantined: int
+    quarantine_path: str
+    expectations: list[dict]
+    breaches: list[str]
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+@dataclass
+class ValidationResult:
+    """What :func:`validate_dir` found; ``passed`` is False when any breach was recorded."""
+
+    source: str
+    out: str
+    quarantine: str
+    tolerance: float
+    tables: dict[str, TableResult] = field(default_factory=dict)
+    report_path: str = ""
+
+    @property
+    def breaches(self) -> list[str]:
+        return [b for t in self.tables.values() for b in t.breaches]
+
+    @property
+    def passed(self) -> bool:
+        return not self.breaches
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "source": self.source,
+            "out": self.out,
+            "quarantine": self.quarantine,
+            "tolerance": self.tolerance,
+            "tables": {k: v.to_dict() for k, v in self.tables.items()},
+            "breaches": self.breaches,
+        }
+
+
+def _expectation_rows(outcomes) -> list[dict]:
+    return [
+        {
+            "expectation": o.type,
+            "column": o.column,
+            "level": o.level,
+            "success": o.success,
+            "element_count": o.element_count,
+            "unexpected_count": o.unexpected_count,
+            "observed_value": o.observed_value,
+            "exception": o.exception,
+        }
+        for o in outcomes
+    ]
+
+
+def validate_dir(src: Path, out: Path, quarantine: Path, cfg: ContractsConfig) -> ValidationResult:
+    """Validate the data folder ``src``; see the module docstring. Raises :class:`ContractBreach`."""
+    src, out, quarantine = Path(src), Path(out), Path(quarantine)
+    tables = discover(src)
+    suites = {name: load_suite(name) for name in SUITE_NAMES}
+    result = ValidationResult(str(src), str(out), str(quarantine), cfg.max_quarantine_fraction)
+    clean_tables = {}
+    raw_item_ids: set[str] = set()
+    clean_item_ids: list[str] = []
+    for table in tables:
+        _console.print(f"[dim]validating {table.name} ({table.path})")
+        df = read_for_validation(table)
+        params = {} if table.suite == "items" else {ITEM_IDS_PARAM: clean_item_ids}
+        outcomes = run_suite(df, suites[table.suite], params)
+        found = evaluate(df, outcomes, table.columns, raw_item_ids)
+        clean, quarantined = split_rows(df, found.rows, table.columns, table.path)
+        qpath = quarantine / f"{table.name}.parquet"
+        write_table(quarantined, qpath)
+        if table.suite == "items":
+            if "item_id" in df.columns:
+                raw_item_ids = set(df["item_id"].dropna().astype(str))
+            clean_item_ids = sorted(clean["item_id"].dropna().astype(str))
+        clean_tables[table.name] = clean
+        result.tables[table.name] = TableResult(
+            name=table.name,
+            source=str(table.path),
+            rows=len(df),
+            clean=len(clean),
+            quarantined=len(quarantined),
+            quarantine_path=str(qpath),
+            expectations=_expectation_rows(outcomes),
+            breaches=breach_lines(table.name, len(df), len(quarantined), cfg.max_quarantine_fraction, found, qpath),
+        )
+    _remove_stale_quarantine(quarantine, {t.name for t in tables})
+    pairs = {n.split("/", 1)[1]: df for n, df in clean_tables.items() if n.startswith(schema.PAIRS_DIR + "/")}
+    write_data_dir(out, clean_tables[schema.ITEMS], clean_tables[schema.INTERACTIONS], pairs)
+    result.report_path = str(write_report(out, result.to_dict()))
+    if not result.passed:
+        raise ContractBreach(result.breaches, result)
+    return result
+
+
+def _remove_stale_quarantine(quarantine: Path, names: set[str]) -> None:
+    pairs = quarantine / schema.PAIRS_DIR
+    if pairs.is_dir():
+        for path in pairs.glob("*.parquet"):
+            if f"{schema.PAIRS_DIR}/{path.stem}" not in names:
+                path.unlink()

@@ -1,0 +1,97 @@
+"""Import a user's own tables (CSV or parquet) into the data-folder layout.
+
+Inputs follow ``sail_core/data/SCHEMA.md``:
+
+* ``items``: a ``.csv`` or ``.parquet`` file with the item columns
+  (``item_id`` and ``title`` required; other columns optional, filled with null).
+* ``interactions``: a file with ``user_id, item_id, timestamp, rating`` (all required).
+* ``pairs``: optional; a folder holding one file per dataset
+  (``<dataset>.csv|.parquet``, pair columns; ``split`` required), or one file
+  for a single dataset (named by its stem). When omitted, the pair datasets
+  are derived from the interactions and items (:func:`sail_core.data.pairs.derive_pairs`).
+
+Columns that the schema does not know are an error (the message lists them
+and the allowed ones): the schema is the contract that validation and
+training rely on, so unknown data is not carried along silently. Values are
+cast to the schema's dtypes; a value that cannot be cast raises
+:class:`~sail_core.data.cast.SchemaError` naming the file, column and row.
+Referential checks (ids that exist in items) are left to ``sail validate``,
+which quarantines bad rows with their reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sail_core.config import DataConfig
+from sail_core.data import schema
+from sail_core.data.cast import SchemaError, cast_table
+from sail_core.data.io import TABLE_SUFFIXES, read_text_table
+from sail_core.data.pairs import derive_pairs
+from sail_core.data.tables import write_data_dir
+
+
+def _check_file(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise SchemaError(f"{what} file {path}: unsupported type {path.suffix!r}; use .csv or .parquet")
+    return path
+
+
+def _load(path: Path, what: str, columns: dict[str, str], required: list[str]) -> pd.DataFrame:
+    path = _check_file(path, what)
+    return cast_table(read_text_table(path), columns, str(path), required=required)
+
+
+def _load_pairs(pairs: Path) -> dict[str, pd.DataFrame]:
+    pairs = Path(pairs)
+    if pairs.is_dir():
+        files = sorted(p for p in pairs.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"pairs folder {pairs} holds no .csv/.parquet files (one per dataset)")
+    else:
+        files = [_check_file(pairs, "pairs")]
+    out: dict[str, pd.DataFrame] = {}
+    for path in files:
+        if path.stem in out:
+            raise SchemaError(f"dataset {path.stem!r} is given twice in {pairs}")
+        df = _load(path, "pairs", schema.PAIR_COLUMNS, ["split"])
+        bad = ~df["split"].isin(schema.SPLITS).fillna(False).astype(bool)
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise SchemaError(
+                f"{path}: column 'split': value {df['split'].iloc[row]!r} (row {row}) is not one of "
+                f"{list(schema.SPLITS)}; {int(bad.sum())} bad row(s)"
+            )
+        out[path.stem] = df
+    return out
+
+
+def import_tables(
+    items: Path,
+    interactions: Path,
+    pairs: Path | None,
+    out: Path,
+    cfg: DataConfig,
+) -> dict:
+    """Import user tables into ``out`` (items, interactions, pairs/<dataset>.parquet).
+
+    ``pairs=None`` derives ``copair_i2i``, ``q2i`` and ``cls`` from the data,
+    with the item-held-out split of ``cfg``. Returns summary counts.
+    """
+    items_df = _load(items, "items", schema.ITEM_COLUMNS, schema.ITEM_REQUIRED)
+    inter_df = _load(interactions, "interactions", schema.INTERACTION_COLUMNS, schema.INTERACTION_REQUIRED)
+    if pairs is None:
+        pair_dfs = derive_pairs(items_df, inter_df, cfg)
+        source = "derived from interactions and items"
+    else:
+        pair_dfs = _load_pairs(pairs)
+        source = f"imported from {pairs}"
+    summary = write_data_dir(Path(out), items_df, inter_df, pair_dfs,
+                             cfg.holdout_fraction if pairs is None else None, cfg.seed)
+    summary["source"] = f"items {items}, interactions {interactions}; pairs {source}"
+    return summary
