@@ -1,0 +1,12 @@
+"""Serving: the Triton side of sail-embedding.
+
+- ``runtime``: the Triton runtime environment (its own venv: numpy<2, no torch).
+- ``repository``: writes a standard Triton model repository (python backend).
+- ``server``: local ``tritonserver`` lifecycle (start, stop, status).
+- ``promote``: load a new version, check it through Triton, roll back on failure.
+- ``client``: embed texts over HTTP or gRPC with tritonclient.
+- ``backend/``: the files that run *inside* Triton (``model.py``, ``embedding.py``).
+
+Nothing here imports torch or MLflow: the lead's pipeline code sets registry
+aliases after these functions return.
+"""

@@ -1,0 +1,223 @@
+"""Promote a new model version into the running Triton server, or roll back.
+
+``promote`` (1) writes ``<repo>/<name>/<N>/``; (2) rewrites ``config.pbtxt`` to
+serve only version N (``version_policy: { specific }``) and asks Triton to load
+it — Triton swaps atomically: the old version answers until N is ready, and a
+failed load leaves the old version loaded; (3) checks N through tritonclient
+(served version number, shape, unit norm, and parity with onnxruntime run
+in-process on the same files); (4) records N as current in ``serving_state.json``.
+
+On any failure the previous version policy is restored and reloaded (so the
+previous version keeps serving), the failed folder is moved to
+``<repo>/<name>/failed/`` (Triton ignores non-numeric folders), the failure is
+recorded in the history, and :class:`PromotionError` is raised.
+
+These functions do not touch MLflow: the pipeline sets registry aliases after
+they return.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sail_core.config import ServeConfig
+from sail_core.paths import home
+from serving import repository
+from serving.client import ServingUnavailable, infer_batch, make_client
+from serving.state import now, read_state, record, write_state
+
+SMOKE_TEXTS = [
+    "Toy Story (1995)",
+    "Instruct: Represent this movie for retrieval.\nInput: GoldenEye (1995) | Action, Adventure, Thriller",
+    "A quiet drama about a lighthouse keeper and the letters he never sends, set on a small island in winter.",
+    "Amélie (2001)",
+]
+PARITY_TOLERANCE = 1e-4
+NORM_TOLERANCE = 1e-3
+
+
+class PromotionError(RuntimeError):
+    """A promotion or rollback failed; the message says which version serves now."""
+
+
+def _connect(cfg: ServeConfig):
+    client = make_client(cfg, "http", timeout=300.0)
+    try:
+        if client.is_server_ready():
+            return client
+        reason = "the server is not ready"
+    except Exception as err:  # noqa: BLE001
+        reason = str(err)
+    client.close()
+    raise ServingUnavailable(f"no ready Triton server on http {cfg.host}:{cfg.http_port} ({reason}); "
+                             "run `sail serve up` first")
+
+
+def _ready_versions(client, name: str) -> list[int]:
+    return sorted(int(m["version"]) for m in client.get_model_repository_index()
+                  if m.get("name") == name and m.get("state") == "READY" and m.get("version"))
+
+
+def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts: list[str] | None = None,
+                tolerance: float = PARITY_TOLERANCE) -> dict:
+    """Embed ``texts`` through Triton (no version pinned) at every dim and compare with onnxruntime in-process.
+
+    Checks: the answer comes from ``version``; shapes are (n, dim); rows have unit
+    norm; max abs diff to the in-process reference is within ``tolerance``.
+    Returns the figures; raises ``PromotionError`` on the first failed check.
+    """
+    from serving.backend.embedding import OnnxTextEmbedder
+
+    texts = texts or SMOKE_TEXTS
+    reference = OnnxTextEmbedder(version_dir)
+    deadline = time.monotonic() + 15.0
+    ready = _ready_versions(client, cfg.model_name)
+    while ready != [version] and time.monotonic() < deadline:  # the old version may still be unloading
+        time.sleep(0.1)
+        ready = _ready_versions(client, cfg.model_name)
+    if ready != [version]:
+        raise PromotionError(f"Triton reports versions {ready} of {cfg.model_name!r} ready, expected only [{version}]")
+    worst = 0.0
+    for dim in [None, *reference.dims]:
+        got, served = infer_batch(client, texts, dim, cfg, "http")
+        want = reference.embed(texts, dim)
+        label = dim or reference.hidden_size
+        if served != str(version):
+            raise PromotionError(f"request at dim {label} was served by version {served}, expected {version}")
+        if got.shape != want.shape:
+            raise PromotionError(f"Triton returned shape {got.shape} at dim {label}, expected {want.shape}")
+        norms = np.linalg.norm(got, axis=1)
+        if not np.all(np.abs(norms - 1.0) <= NORM_TOLERANCE):
+            raise PromotionError(f"embeddings at dim {label} are not unit-norm: norms {norms.round(4).tolist()}")
+        diff = float(np.abs(got - want).max())
+        worst = max(worst, diff)
+        if diff > tolerance:
+            raise PromotionError(f"Triton and onnxruntime differ by {diff:.3g} at dim {label} "
+                                 f"(tolerance {tolerance:g})")
+    return {"max_abs_diff": worst, "dims": [reference.hidden_size, *reference.dims], "texts": len(texts)}
+
+
+def _switch(client, cfg: ServeConfig, repo_dir: Path, version: int) -> float:
+    """Serve exactly ``version``: rewrite the version policy and (re)load; returns seconds."""
+    repository.write_configs(repo_dir, cfg, [version])
+    started = time.perf_counter()
+    client.load_model(cfg.model_name)
+    return time.perf_counter() - started
+
+
+def _quarantine(version_dir: Path) -> Path | None:
+    if not version_dir.exists():
+        return None
+    target = version_dir.parent / "failed" / f"{version_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(version_dir), str(target))
+    return target
+
+
+def _restore(client, cfg: ServeConfig, repo_dir: Path, previous: int | None) -> str:
+    """Put the previous version back; returns a sentence saying what serves now."""
+    folder = repository.model_dir(repo_dir, cfg)
+    try:
+        if previous is None:
+            client.unload_model(cfg.model_name)
+            for name in (repository.CONFIG, repository.GPU_CONFIG):
+                (folder / name).unlink(missing_ok=True)
+            return f"no version of {cfg.model_name!r} serves (there was none before)"
+        _switch(client, cfg, repo_dir, previous)
+        return f"version {previous} keeps serving"
+    except Exception as err:  # noqa: BLE001
+        return (f"restoring version {previous} ALSO failed ({err}); check `sail serve status` and the server log, "
+                "then `sail rollback`")
+
+
+def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str | Path | None = None,
+            texts: list[str] | None = None, tolerance: float = PARITY_TOLERANCE) -> dict:
+    """Write, load and check version ``version`` from an export folder; make it the one that serves.
+
+    Returns ``{"model", "version", "previous", "max_abs_diff", "load_seconds", "check_seconds", "version_dir"}``.
+    Raises :class:`PromotionError` (previous version still serving) or ``ServingUnavailable``.
+    """
+    version = int(version)
+    repo_dir = Path(repo_dir or home().triton_repo).resolve()
+    folder = repository.model_dir(repo_dir, cfg)
+    client = _connect(cfg)
+    try:
+        state = read_state(folder)
+        previous = state.get("current")
+        if previous == version:
+            return {"model": cfg.model_name, "version": version, "previous": previous, "already_serving": True,
+                    "version_dir": str(folder / str(version))}
+        version_dir = repository.write_version(repo_dir, cfg, onnx_dir, version)
+        record(folder, "promote_started", version=version, previous=previous, source=str(onnx_dir))
+        try:
+            try:
+                load_seconds = _switch(client, cfg, repo_dir, version)
+            except Exception as err:  # noqa: BLE001
+                raise PromotionError(f"Triton could not load version {version}: {err}") from None
+            started = time.perf_counter()
+            check = smoke_check(client, cfg, version_dir, version, texts, tolerance)
+            check_seconds = time.perf_counter() - started
+        except Exception as err:  # noqa: BLE001  (any failure: restore, quarantine, report)
+            serving_now = _restore(client, cfg, repo_dir, previous)
+            moved = _quarantine(version_dir)
+            record(folder, "promote_failed", version=version, previous=previous, error=str(err),
+                   moved_to=str(moved) if moved else None)
+            raise PromotionError(f"promotion of {cfg.model_name!r} version {version} failed: {err}\n"
+                                 f"Rolled back: {serving_now}. The failed files were moved to {moved}.") from None
+        state = read_state(folder)
+        state["current"] = version
+        state["stack"] = [v for v in state.get("stack", []) if v != version] + [version]
+        state["history"].append({"event": "promote", "at": now(), "version": version, "previous": previous,
+                                 "max_abs_diff": check["max_abs_diff"], "source": str(onnx_dir)})
+        write_state(folder, state)
+        return {"model": cfg.model_name, "version": version, "previous": previous,
+                "max_abs_diff": check["max_abs_diff"], "dims": check["dims"],
+                "load_seconds": round(load_seconds, 3), "check_seconds": round(check_seconds, 3),
+                "version_dir": str(version_dir)}
+    finally:
+        client.close()
+
+
+def rollback(cfg: ServeConfig, repo_dir: str | Path | None = None) -> dict:
+    """Serve the previously promoted version again (smoke-checked); returns which version now serves."""
+    repo_dir = Path(repo_dir or home().triton_repo).resolve()
+    folder = repository.model_dir(repo_dir, cfg)
+    state = read_state(folder)
+    stack = state.get("stack", [])
+    if len(stack) < 2:
+        raise PromotionError(f"nothing to roll back to for {cfg.model_name!r}: promoted versions {stack} "
+                             f"(see {folder / 'serving_state.json'})")
+    current, previous = stack[-1], stack[-2]
+    previous_dir = folder / str(previous)
+    if not previous_dir.exists():
+        raise PromotionError(f"cannot roll back to version {previous}: {previous_dir} is missing")
+    client = _connect(cfg)
+    try:
+        try:
+            load_seconds = _switch(client, cfg, repo_dir, previous)
+            check = smoke_check(client, cfg, previous_dir, previous)
+        except Exception as err:  # noqa: BLE001
+            serving_now = _restore(client, cfg, repo_dir, current)
+            record(folder, "rollback_failed", version=previous, current=current, error=str(err))
+            raise PromotionError(f"rollback of {cfg.model_name!r} to version {previous} failed: {err}\n"
+                                 f"Restored: {serving_now}.") from None
+        state["current"] = previous
+        state["stack"] = stack[:-1]
+        state["history"].append({"event": "rollback", "at": now(), "version": previous, "from": current,
+                                 "max_abs_diff": check["max_abs_diff"]})
+        write_state(folder, state)
+        return {"model": cfg.model_name, "version": previous, "rolled_back_from": current,
+                "max_abs_diff": check["max_abs_diff"], "load_seconds": round(load_seconds, 3)}
+    finally:
+        client.close()
+
+
+def serving_state(cfg: ServeConfig, repo_dir: str | Path | None = None) -> dict:
+    """The recorded state (current version, stack, history) of ``cfg.model_name``."""
+    repo_dir = Path(repo_dir or home().triton_repo).resolve()
+    return json.loads(json.dumps(read_state(repository.model_dir(repo_dir, cfg))))
