@@ -99,7 +99,8 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
         if diff > tolerance:
             raise PromotionError(f"Triton and onnxruntime differ by {diff:.3g} at dim {label} "
                                  f"(tolerance {tolerance:g})")
-    return {"max_abs_diff": worst, "dims": [reference.hidden_size, *reference.dims], "texts": len(texts)}
+    return {"max_abs_diff": worst, "dims": sorted({reference.hidden_size, *reference.dims}, reverse=True),
+            "texts": len(texts)}
 
 
 def _switch(client, cfg: ServeConfig, repo_dir: Path, version: int) -> float:

@@ -184,6 +184,9 @@ def start(repo_dir: str | Path, cfg: ServeConfig, log_file: str | Path | None = 
         f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
         f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
         "--allow-gpu-metrics=false",
+        # Readiness means "the server accepts requests": a refused promotion leaves an UNAVAILABLE
+        # version record behind while the previous version serves; `status` lists model states.
+        "--strict-readiness=false",
         "--exit-timeout-secs=10",
         "--log-verbose=0",
     ]
