@@ -1,0 +1,189 @@
+"""Serving benchmark: embeddings/s and p50/p99 latency through Triton (HTTP, gRPC) vs onnxruntime in-process.
+
+    .venv/bin/python bench/serving.py                       # exports the untrained MiniLM to a temp dir
+    .venv/bin/python bench/serving.py --onnx-dir models/onnx --seconds 5 --out bench/results/serving.json
+
+Starts its own tritonserver on free loopback ports with a temporary model
+repository (it never touches the server under SAIL_HOME), promotes the export
+as version 1, then runs each backend at each concurrency level (threads, one
+client per thread) for a fixed time on the same inputs. Prints a table and
+writes JSON. A figure, not a test: nothing here asserts speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from sail_core.config import load_config  # noqa: E402
+from serving.backend.embedding import OnnxTextEmbedder  # noqa: E402
+from serving.client import infer_batch, make_client  # noqa: E402
+from serving.ephemeral import ephemeral_server  # noqa: E402
+from serving.promote import promote  # noqa: E402
+
+console = Console()
+WORDS = ("movie drama comedy action thriller romance story about a young old man woman city war love family "
+         "night island winter summer journey secret friend detective space ship music school dream").split()
+
+
+def make_texts(n: int, seed: int = 0) -> list[str]:
+    """Deterministic movie-like strings of 3 to 40 words (so padding varies across batches)."""
+    rng = random.Random(seed)
+    return [f"{' '.join(rng.choice(WORDS) for _ in range(rng.randint(3, 40)))} ({rng.randint(1930, 2020)})"
+            for _ in range(n)]
+
+
+def export_untrained(out: Path, profile: str) -> Path:
+    from sail_core.export.onnx import export_onnx
+    from sail_core.model.embedder import build_model
+
+    console.print("exporting the untrained MiniLM embedder to ONNX (no --onnx-dir given) ...")
+    export_onnx(build_model(load_config(profile=profile).model), out)
+    return out
+
+
+def run_cell(make_worker, concurrency: int, seconds: float, batches: list[list[str]]) -> dict:
+    """``concurrency`` threads send requests for ``seconds``; returns throughput and latency figures."""
+    latencies: list[float] = []
+    texts_done = [0]
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = [0.0]
+    # The clock starts once every thread has warmed up (the barrier's action runs before release).
+    start_gate = threading.Barrier(concurrency + 1, action=lambda: deadline.__setitem__(0, time.perf_counter() + seconds))
+
+    def worker(index: int) -> None:
+        call, close = make_worker()
+        try:
+            call(batches[index % len(batches)])  # warm-up, not timed
+            start_gate.wait()
+            i = index
+            while time.perf_counter() < deadline[0]:
+                batch = batches[i % len(batches)]
+                t0 = time.perf_counter()
+                try:
+                    call(batch)
+                except Exception as err:  # noqa: BLE001
+                    with lock:
+                        errors.append(repr(err)[:200])
+                    continue
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    latencies.append(elapsed)
+                    texts_done[0] += len(batch)
+                i += concurrency
+        finally:
+            close()
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    start_gate.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    lat = np.asarray(latencies) * 1000.0
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "embeddings_per_s": texts_done[0] / wall if wall > 0 else 0.0,
+        "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
+        "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
+        "wall_s": wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--onnx-dir", type=Path, default=None, help="export folder (default: export untrained MiniLM)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serving.json")
+    parser.add_argument("--profile", default="demo", help="params.yaml profile for model/serve settings")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
+    parser.add_argument("--texts-per-request", type=int, default=4)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--dim", type=int, default=None, help="Matryoshka dim to request (default: full)")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(profile=args.profile)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    texts = make_texts(512)
+    k = args.texts_per_request
+    batches = [texts[i : i + k] for i in range(0, len(texts), k)]
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="sail-bench-serving-") as tmp:
+        tmp = Path(tmp)
+        onnx_dir = args.onnx_dir or export_untrained(tmp / "onnx", args.profile)
+        reference = OnnxTextEmbedder(onnx_dir)
+
+        def ort_worker():
+            return (lambda batch: reference.embed(batch, args.dim)), (lambda: None)
+
+        t0 = time.perf_counter()
+        with ephemeral_server(tmp / "repo", cfg.serve, tmp / "state") as (serve_cfg, _info):
+            server_start_s = time.perf_counter() - t0
+            promoted = promote(onnx_dir, 1, serve_cfg, tmp / "repo")
+            console.print(f"tritonserver up in {server_start_s:.1f} s; model loaded in {promoted['load_seconds']} s; "
+                          f"Triton vs onnxruntime max abs diff {promoted['max_abs_diff']:.2g}")
+
+            def triton_worker(protocol):
+                def make():
+                    client = make_client(serve_cfg, protocol)
+                    return (lambda batch: infer_batch(client, batch, args.dim, serve_cfg, protocol)), client.close
+                return make
+
+            backends = [("onnxruntime (in-process)", ort_worker), ("triton http", triton_worker("http")),
+                        ("triton grpc", triton_worker("grpc"))]
+            for name, make_worker in backends:
+                for level in levels:
+                    console.print(f"  {name}, concurrency {level} ...")
+                    results.append({"backend": name, **run_cell(make_worker, level, args.seconds, batches)})
+
+    table = Table(title=f"Serving throughput ({k} texts/request, dim {args.dim or 'full'}, {os.cpu_count()} CPUs)")
+    for col in ("backend", "threads", "emb/s", "p50 ms", "p99 ms", "reqs", "errors"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for r in results:
+        table.add_row(r["backend"], str(r["concurrency"]), f"{r['embeddings_per_s']:.1f}",
+                      f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-",
+                      f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "-", str(r["requests"]), str(r["errors"]))
+    console.print(table)
+    report = {
+        "benchmark": "serving",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "settings": {"seconds_per_cell": args.seconds, "texts_per_request": k, "dim": args.dim,
+                     "max_length": cfg.model.max_length, "max_batch_size": cfg.serve.max_batch_size,
+                     "onnx_dir": str(args.onnx_dir) if args.onnx_dir else "untrained MiniLM export"},
+        "server_start_s": server_start_s,
+        "model_load_s": promoted["load_seconds"],
+        "triton_vs_onnxruntime_max_abs_diff": promoted["max_abs_diff"],
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
