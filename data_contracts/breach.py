@@ -31,7 +31,9 @@ def breach_lines(table: str, n: int, quarantined: int, tolerance: float, found: 
     """Message lines for one table (empty when it meets its contract)."""
     lines = []
     for t in found.table:
-        if t.all_rows:
+        if t.all_rows and n == 0:
+            moved = "no rows to move"
+        elif t.all_rows:
             moved = f"all {n} rows moved to {qpath}"
         else:
             moved = f"{t.rows} of {n} rows moved to {qpath}"

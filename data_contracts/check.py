@@ -59,7 +59,8 @@ class Findings:
 
 
 def _is_item_ref(o: Outcome) -> bool:
-    return o.kwargs.get("value_set") == {"$PARAMETER": ITEM_IDS_PARAM}
+    """A referential check against the items table (``meta.references``, or the raw suite parameter)."""
+    return o.meta.get("references") == "items.item_id" or o.kwargs.get("value_set") == {"$PARAMETER": ITEM_IDS_PARAM}
 
 
 def _short(value) -> str:
@@ -101,7 +102,7 @@ def evaluate(
         values = df[o.column] if o.column in df.columns else None
         for i in o.unexpected_index:
             text = reason
-            if _is_item_ref(o) and values is not None:
+            if _is_item_ref(o) and values is not None:  # referential integrity
                 v = values.iloc[i]
                 where = "its item row was quarantined" if known_item_ids and str(v) in known_item_ids else "not found in items"
                 text = f"dangling item id {_short(v)} in '{o.column}': {where}"

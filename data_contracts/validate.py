@@ -98,6 +98,9 @@ def _expectation_rows(outcomes) -> list[dict]:
 def validate_dir(src: Path, out: Path, quarantine: Path, cfg: ContractsConfig) -> ValidationResult:
     """Validate the data folder ``src``; see the module docstring. Raises :class:`ContractBreach`."""
     src, out, quarantine = Path(src), Path(out), Path(quarantine)
+    for target in (out, quarantine):
+        if target.resolve() == src.resolve():
+            raise ValueError(f"validation would overwrite its source: {target} is the source folder {src}; use another folder")
     tables = discover(src)
     suites = {name: load_suite(name) for name in SUITE_NAMES}
     result = ValidationResult(str(src), str(out), str(quarantine), cfg.max_quarantine_fraction)
@@ -105,7 +108,7 @@ def validate_dir(src: Path, out: Path, quarantine: Path, cfg: ContractsConfig) -
     raw_item_ids: set[str] = set()
     clean_item_ids: list[str] = []
     for table in tables:
-        _console.print(f"[dim]validating {table.name} ({table.path})")
+        _console.print(f"[dim]validating {table.name} ({table.path})", soft_wrap=True)
         df = read_for_validation(table)
         params = {} if table.suite == "items" else {ITEM_IDS_PARAM: clean_item_ids}
         outcomes = run_suite(df, suites[table.suite], params)

@@ -27,3 +27,25 @@ from sail_core import airflow_env  # noqa: E402  (reads SAIL_HOME)
 for _k, _v in airflow_env.env().items():
     if _k.startswith("AIRFLOW") or _k in {"PATH"}:
         os.environ[_k] = _v
+
+
+# --- data fixtures (tests/test_data_*.py, tests/test_contracts.py) ---------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data_cfg():
+    """The ``tiny`` profile's data settings: 120 most-rated items, 200 most active users."""
+    from sail_core.config import load_config
+
+    return load_config(profile="tiny").data
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory, tiny_data_cfg):
+    """A tiny demo data folder built once per session (treat as read-only; copy it to mutate)."""
+    from sail_core.data.demo import build_demo
+
+    out = tmp_path_factory.mktemp("demo-data")
+    build_demo(out, tiny_data_cfg)
+    return out

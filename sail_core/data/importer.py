@@ -16,7 +16,9 @@ training rely on, so unknown data is not carried along silently. Values are
 cast to the schema's dtypes; a value that cannot be cast raises
 :class:`~sail_core.data.cast.SchemaError` naming the file, column and row.
 Referential checks (ids that exist in items) are left to ``sail validate``,
-which quarantines bad rows with their reason.
+which quarantines bad rows with their reason. ``max_items``/``max_users``
+slice the demo only; imported tables are kept whole (pair datasets are still
+capped at ``max_pairs_per_dataset``).
 """
 
 from __future__ import annotations

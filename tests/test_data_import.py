@@ -1,0 +1,104 @@
+"""Importing user CSV/parquet tables: casting, clear errors, derived pairs, same layout as the demo."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sail_core.data import io
+from sail_core.data.cast import SchemaError
+from sail_core.data.importer import import_tables
+
+
+@pytest.fixture()
+def user_csvs(tmp_path, demo_data):
+    """The tiny demo written as a user would: CSV, optional item columns left out."""
+    items = io.read_items(demo_data)[["item_id", "title", "year", "tags"]]
+    inter = io.read_interactions(demo_data)
+    items.to_csv(tmp_path / "items.csv", index=False)
+    inter.to_csv(tmp_path / "interactions.csv", index=False)
+    return tmp_path / "items.csv", tmp_path / "interactions.csv"
+
+
+def test_import_csv_derives_the_same_pairs_as_the_demo(tmp_path, user_csvs, demo_data, tiny_data_cfg):
+    summary = import_tables(*user_csvs, None, tmp_path / "out", tiny_data_cfg)
+    assert summary["items"] == 120 and set(summary["pairs"]) == {"copair_i2i", "q2i", "cls"}
+    for name, split in summary["pairs"].items():
+        assert split["train"] > 0 and split["test"] > 0, name
+    pd.testing.assert_frame_equal(io.read_items(tmp_path / "out"), io.read_items(demo_data))
+    pd.testing.assert_frame_equal(io.read_interactions(tmp_path / "out"), io.read_interactions(demo_data))
+    for name, df in io.read_pairs(demo_data).items():
+        pd.testing.assert_frame_equal(io.read_pairs(tmp_path / "out")[name], df, obj=name)
+
+
+def test_import_parquet_with_given_pairs(tmp_path, demo_data, tiny_data_cfg):
+    pairs_dir = tmp_path / "my_pairs"
+    pairs_dir.mkdir()
+    q2i = io.read_pairs(demo_data)["q2i"]
+    q2i.drop(columns=["query_item", "target_text", "score"]).to_csv(pairs_dir / "search.csv", index=False)
+    out = tmp_path / "out"
+    summary = import_tables(demo_data / "items.parquet", demo_data / "interactions.parquet", pairs_dir, out, tiny_data_cfg)
+    assert set(summary["pairs"]) == {"search"}
+    pd.testing.assert_frame_equal(io.read_pairs(out)["search"], q2i)
+
+
+def test_ids_keep_leading_zeros_and_blank_optional_cells_are_null(tmp_path, tiny_data_cfg):
+    (tmp_path / "items.csv").write_text("item_id,title,year,tags\n007,Bond,,Action\n008,Heat,1995,Crime\n")
+    (tmp_path / "inter.csv").write_text(
+        "user_id,item_id,timestamp,rating\n" + "".join(f"u{u},00{7 + (k % 2)},{1000 + k},5\n" for u in range(3) for k in range(2))
+    )
+    cfg = tiny_data_cfg.model_copy(update={"holdout_fraction": 0.5})
+    import_tables(tmp_path / "items.csv", tmp_path / "inter.csv", None, tmp_path / "out", cfg)
+    items = io.read_items(tmp_path / "out")
+    assert list(items["item_id"]) == ["007", "008"]
+    assert pd.isna(items["year"].iloc[0]) and items["year"].iloc[1] == 1995
+    cop = io.read_pairs(tmp_path / "out")["copair_i2i"]
+    assert len(cop) == 1 and cop["score"].iloc[0] == 3.0
+
+
+def test_a_value_that_cannot_be_cast_names_file_column_and_row(tmp_path, user_csvs, tiny_data_cfg):
+    items_csv, inter_csv = user_csvs
+    df = pd.read_csv(inter_csv, dtype=str)
+    df.loc[17, "rating"] = "five"
+    df.to_csv(inter_csv, index=False)
+    with pytest.raises(SchemaError, match=r"interactions\.csv: column 'rating': cannot cast 'five' \(row 17\) to Float64"):
+        import_tables(items_csv, inter_csv, None, tmp_path / "out", tiny_data_cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fractional_year_is_rejected(tmp_path, user_csvs, tiny_data_cfg):
+    items_csv, inter_csv = user_csvs
+    df = pd.read_csv(items_csv, dtype=str)
+    df.loc[3, "year"] = "1995.5"
+    df.to_csv(items_csv, index=False)
+    with pytest.raises(SchemaError, match=r"column 'year': cannot cast '1995.5' \(row 3\) to Int64: not a whole number"):
+        import_tables(items_csv, inter_csv, None, tmp_path / "out", tiny_data_cfg)
+
+
+def test_unknown_and_missing_columns_are_errors(tmp_path, user_csvs, tiny_data_cfg):
+    items_csv, inter_csv = user_csvs
+    df = pd.read_csv(items_csv, dtype=str)
+    df.assign(budget="1").to_csv(tmp_path / "extra.csv", index=False)
+    with pytest.raises(SchemaError, match=r"unknown column\(s\) \['budget'\]; allowed columns: \['item_id', 'title'"):
+        import_tables(tmp_path / "extra.csv", inter_csv, None, tmp_path / "out", tiny_data_cfg)
+    df.drop(columns=["title"]).to_csv(tmp_path / "notitle.csv", index=False)
+    with pytest.raises(SchemaError, match=r"required column\(s\) \['title'\] missing"):
+        import_tables(tmp_path / "notitle.csv", inter_csv, None, tmp_path / "out", tiny_data_cfg)
+
+
+def test_bad_paths_are_named(tmp_path, user_csvs, tiny_data_cfg):
+    items_csv, inter_csv = user_csvs
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        import_tables(tmp_path / "nope.csv", inter_csv, None, tmp_path / "out", tiny_data_cfg)
+    (tmp_path / "items.json").write_text("{}")
+    with pytest.raises(SchemaError, match=r"items.json: unsupported type '.json'"):
+        import_tables(tmp_path / "items.json", inter_csv, None, tmp_path / "out", tiny_data_cfg)
+    (tmp_path / "broken.parquet").write_text("not parquet")
+    with pytest.raises(SchemaError, match=r"broken.parquet: cannot read as parquet"):
+        import_tables(tmp_path / "broken.parquet", inter_csv, None, tmp_path / "out", tiny_data_cfg)
+
+
+def test_bad_split_value_in_given_pairs(tmp_path, user_csvs, tiny_data_cfg):
+    pd.DataFrame({"query_text": ["x"], "target_item": ["1"], "split": ["dev"]}).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(SchemaError, match=r"p.csv: column 'split': value 'dev' \(row 0\) is not one of \['train', 'test'\]"):
+        import_tables(*user_csvs, tmp_path / "p.csv", tmp_path / "out", tiny_data_cfg)
