@@ -174,6 +174,16 @@ def test_rollback_returns_to_v1(triton, models):
         rollback(cfg, triton["repo"])
 
 
+def test_refused_first_version_leaves_nothing_loaded(triton, models):
+    """A model whose very first promotion fails: unloaded, no config left, the other model unaffected."""
+    cfg = triton["cfg"].model_copy(update={"model_name": "first_is_broken"})
+    with pytest.raises(PromotionError, match="no version of 'first_is_broken' serves"):
+        promote(models["dirs"][3], 1, cfg, triton["repo"])
+    assert not (triton["repo"] / "first_is_broken" / "config.pbtxt").exists()
+    assert serving_state(cfg, triton["repo"])["current"] is None
+    assert served_version(triton["cfg"]) == "1"
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_malformed_requests_get_clear_errors(triton, protocol):
     cfg = triton["cfg"]
