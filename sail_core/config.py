@@ -74,12 +74,95 @@ class DatasetConfig(_Strict):
     loss: Literal["infonce"] = "infonce"
 
 
-class ModelConfig(_Strict):
-    """The encoder. ``demo`` uses the packaged all-MiniLM-L6-v2 backbone."""
+class Qwen2ShapeConfig(_Strict):
+    """Shape of the ``qwen2`` fusion backbone (random weights; defaults are Qwen2-1.5B's)."""
 
-    backbone: Literal["minilm"] = "minilm"
+    hidden_size: int = Field(1536, ge=8)
+    layers: int = Field(28, ge=1)
+    heads: int = Field(12, ge=1)
+    kv_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(8960, ge=8)
+    rope_theta: float = Field(1_000_000.0, gt=0)
+    rms_norm_eps: float = Field(1e-6, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "Qwen2ShapeConfig":
+        if self.hidden_size % self.heads or self.heads % self.kv_heads:
+            raise ValueError(
+                f"model.qwen2: hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads}) "
+                f"and heads by kv_heads ({self.kv_heads})"
+            )
+        return self
+
+
+class VisionConfig(_Strict):
+    """Vision tower: frozen EfficientNet-Lite0 (demo) or a SigLIP-shaped ViT built from config (paper)."""
+
+    encoder: Literal["efficientnet_lite0", "siglip"] = "efficientnet_lite0"
+    image_size: int = Field(224, ge=14, description="square input resolution in pixels")
+    frozen: bool = Field(True, description="no gradients into the tower (features can then be cached)")
+    patch_size: int = Field(14, ge=1, description="siglip only")
+    hidden_size: int = Field(1024, ge=8, description="siglip only")
+    layers: int = Field(24, ge=1, description="siglip only")
+    heads: int = Field(16, ge=1, description="siglip only")
+    intermediate_size: int = Field(4096, ge=8, description="siglip only")
+
+
+class PerceiverConfig(_Strict):
+    """Perceiver resampler: ``latents`` learned queries per visual group (cover; keyframes)."""
+
+    latents: int = Field(16, ge=1)
+    dim: int = Field(384, ge=8, description="working width of the resampler")
+    depth: int = Field(2, ge=1)
+    heads: int = Field(8, ge=1)
+    ff_mult: int = Field(4, ge=1)
+    max_frames: int = Field(16, ge=1, description="size of the learned per-frame position table")
+
+
+class ClapShapeConfig(_Strict):
+    """Shape of transformers' CLAP audio tower (HTSAT-Swin) for the ``clap`` audio encoder."""
+
+    hidden_size: int = Field(768, ge=8)
+    patch_embeds_hidden_size: int = Field(96, ge=8)
+    depths: list[int] = Field(default_factory=lambda: [2, 2, 6, 2])
+    heads: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
+    window_size: int = Field(8, ge=1)
+    num_mel_bins: int = Field(64, ge=8)
+    spec_size: int = Field(256, ge=16)
+    projection_dim: int = Field(512, ge=8)
+
+
+class AudioConfig(_Strict):
+    """Audio: one token per item, from 10 s chunks mean-pooled, through an adapter MLP."""
+
+    encoder: Literal["speech_embedding", "clap"] = "speech_embedding"
+    chunk_seconds: float = Field(10.0, gt=0)
+    adapter_hidden: int = Field(512, ge=8)
+    frozen: bool = Field(True, description="clap only: no gradients into the tower")
+    clap: ClapShapeConfig = ClapShapeConfig()
+
+
+class InputsConfig(_Strict):
+    """How items become model inputs."""
+
+    keyframes: int = Field(4, ge=0, le=64, description="keyframes per item, sampled uniformly over the video")
+    field_dropout: float = Field(0.15, ge=0.0, lt=1.0, description="training: chance to drop each present modality/text field (never all)")
+    max_instruction_length: int = Field(48, ge=4, le=256)
+
+
+class ModelConfig(_Strict):
+    """The encoder. ``demo`` uses the packaged all-MiniLM-L6-v2 backbone; ``paper`` a Qwen2-shaped one."""
+
+    backbone: Literal["minilm", "qwen2"] = "minilm"
     max_length: int = Field(64, ge=8, le=512)
     matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 128, 64])
+    qwen2: Qwen2ShapeConfig = Qwen2ShapeConfig()
+    vision: VisionConfig = VisionConfig()
+    perceiver: PerceiverConfig = PerceiverConfig()
+    audio: AudioConfig = AudioConfig()
+    inputs: InputsConfig = InputsConfig()
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _dims_descending(self) -> "ModelConfig":

@@ -66,10 +66,18 @@ class OmniEmbedder(nn.Module):
         self.tokenizer_file = Path(tokenizer_file)
         self.tokenizer = SegmentTokenizer(self.tokenizer_file, cfg.max_length, cfg.inputs.max_instruction_length)
         if cfg.gradient_checkpointing:
-            backbone.model.gradient_checkpointing_enable()
-            if hasattr(self.vision_tower, "net") and hasattr(self.vision_tower.net, "gradient_checkpointing_enable"):
-                if not getattr(self.vision_tower, "frozen", True):
-                    self.vision_tower.net.gradient_checkpointing_enable()
+            self.set_gradient_checkpointing(True)
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Activation checkpointing in the backbone and in a trainable transformers vision tower."""
+        nets = [self.backbone.model]
+        if not getattr(self.vision_tower, "frozen", True) and hasattr(self.vision_tower.net, "supports_gradient_checkpointing"):
+            nets.append(self.vision_tower.net)
+        for net in nets:
+            if on:
+                net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                net.activation_checkpointing_disable()
 
     @property
     def dim(self) -> int:

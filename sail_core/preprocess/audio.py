@@ -124,8 +124,10 @@ class SpeechEmbedder:
 
     def windows(self, chunks: np.ndarray) -> np.ndarray:
         """Window embeddings of equal-length 16 kHz chunks: (chunks, windows, 96)."""
-        mel = self._mel.run(None, {self._mel_in: chunks.astype(np.float32)})[0]
-        mel = mel.reshape(chunks.shape[0], -1, 32) / 10.0 + 2.0
+        # One chunk per call, as livekit-wakeword does: the model's top-dB clip takes its max
+        # over the whole input tensor, so batching chunks would couple them.
+        mel = np.stack([self._mel.run(None, {self._mel_in: c[None].astype(np.float32)})[0].reshape(-1, 32) for c in chunks])
+        mel = mel / 10.0 + 2.0
         frames = mel.shape[1]
         if frames < MEL_WINDOW:
             raise ValueError(f"chunk too short for one speech window ({frames} < {MEL_WINDOW} mel frames)")
