@@ -95,15 +95,26 @@ def _expectation_rows(outcomes) -> list[dict]:
     ]
 
 
-def validate_dir(src: Path, out: Path, quarantine: Path, cfg: ContractsConfig) -> ValidationResult:
-    """Validate the data folder ``src``; see the module docstring. Raises :class:`ContractBreach`."""
+def validate_dir(
+    src: Path,
+    out: Path,
+    quarantine: Path,
+    cfg: ContractsConfig,
+    quarantine_display: Path | None = None,
+) -> ValidationResult:
+    """Validate the data folder ``src``; see the module docstring. Raises :class:`ContractBreach`.
+
+    ``quarantine_display`` is the quarantine folder that messages and the report
+    name, for a caller that writes into a temporary folder and moves it there.
+    """
     src, out, quarantine = Path(src), Path(out), Path(quarantine)
+    shown_q = Path(quarantine_display) if quarantine_display is not None else quarantine
     for target in (out, quarantine):
         if target.resolve() == src.resolve():
             raise ValueError(f"validation would overwrite its source: {target} is the source folder {src}; use another folder")
     tables = discover(src)
     suites = {name: load_suite(name) for name in SUITE_NAMES}
-    result = ValidationResult(str(src), str(out), str(quarantine), cfg.max_quarantine_fraction)
+    result = ValidationResult(str(src), str(out), str(shown_q), cfg.max_quarantine_fraction)
     clean_tables = {}
     raw_item_ids: set[str] = set()
     clean_item_ids: list[str] = []
@@ -114,8 +125,8 @@ def validate_dir(src: Path, out: Path, quarantine: Path, cfg: ContractsConfig) -
         outcomes = run_suite(df, suites[table.suite], params)
         found = evaluate(df, outcomes, table.columns, raw_item_ids)
         clean, quarantined = split_rows(df, found.rows, table.columns, table.path)
-        qpath = quarantine / f"{table.name}.parquet"
-        write_table(quarantined, qpath)
+        write_table(quarantined, quarantine / f"{table.name}.parquet")
+        qpath = shown_q / f"{table.name}.parquet"
         if table.suite == "items":
             if "item_id" in df.columns:
                 raw_item_ids = set(df["item_id"].dropna().astype(str))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -246,3 +247,16 @@ def test_full_demo_validates_in_budget(tmp_path):
     result = _run(tmp_path / "raw", tmp_path)
     assert result.passed and result.tables["interactions"].clean == 99991
     assert time.perf_counter() - t0 < 30
+
+
+def test_messages_can_name_the_final_quarantine_folder(data, tmp_path):
+    items = _table(data, "items")
+    items.loc[0, "item_id"] = None
+    items.to_parquet(data / "items.parquet")
+    with pytest.raises(ContractBreach) as info:
+        validate_dir(data, tmp_path / "v", tmp_path / "q", STRICT, quarantine_display=Path("data/quarantine"))
+    assert info.value.breaches[0] == (
+        "items: column 'item_id': expect_column_values_to_not_be_null failed for 1 of 120 rows "
+        "(0.8% > tolerance 0.0%); rows moved to data/quarantine/items.parquet"
+    )
+    assert len(_table(tmp_path / "q", "items")) == 1  # written where asked
