@@ -135,6 +135,20 @@ def test_promote_v1_serves_and_matches(triton, models):
     assert [(m["version"], m["state"]) for m in st["models"] if m["state"] == "READY"] == [("1", "READY")]
 
 
+def test_preprocess_copy_imports_in_the_triton_env(runtime, triton):
+    """Every module of the copied sail_core/preprocess imports with numpy<2 and without torch."""
+    import subprocess
+
+    version_dir = triton["repo"] / triton["cfg"].model_name / "1"
+    modules = sorted(p.stem for p in (version_dir / "sail_core" / "preprocess").glob("*.py") if p.stem != "__init__")
+    code = ("import importlib, sys, numpy; assert numpy.__version__ < '2', numpy.__version__\n"
+            f"for m in {modules!r}: importlib.import_module('sail_core.preprocess.' + m)\n"
+            "import embedding; assert 'torch' not in sys.modules")
+    proc = subprocess.run([str(runtime.venv / "bin" / "python"), "-c", code], cwd=version_dir,
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_promote_v2_swaps_without_dropping_requests(triton, models):
     cfg = triton["cfg"]
     with Traffic(cfg) as traffic:
