@@ -209,8 +209,10 @@ def serve_up():
     from sail_core.paths import home
     from serving import server
 
+    from dataclasses import asdict
+
     cfg = _run(_cfg)
-    _print(_run(server.ensure_running, home().triton_repo, cfg.serve))
+    _print(asdict(_run(server.start, home().triton_repo, cfg.serve)))
 
 
 @serve_app.command("down")
@@ -226,8 +228,7 @@ def serve_status():
     """Report whether tritonserver is up, and which model versions it serves."""
     from serving import server
 
-    cfg = _run(_cfg)
-    _print(_run(server.status, cfg.serve))
+    _print(_run(server.status))
 
 
 @app.command()
@@ -241,7 +242,7 @@ def embed(
 
     cfg = _run(_cfg)
     vec = _run(client.embed, [text], dim, cfg.serve, protocol)[0]
-    out.print(json.dumps({"dim": len(vec), "norm": round(float((vec**2).sum() ** 0.5), 6),
+    typer.echo(json.dumps({"dim": len(vec), "norm": round(float((vec**2).sum() ** 0.5), 6),
                           "embedding": [round(float(x), 6) for x in vec]}))
 
 

@@ -64,7 +64,7 @@ def validate(cfg: Config, wd: Workdir, src: Path | None = None) -> dict:
     tmp_out, tmp_q = tmp_root / "validated", tmp_root / "quarantine"
     try:
         try:
-            result = validate_dir(src, tmp_out, tmp_q, cfg.contracts)
+            result = validate_dir(src, tmp_out, tmp_q, cfg.contracts, quarantine_display=wd.quarantine)
         except ContractBreach:
             _swap(tmp_q, wd.quarantine)
             raise
@@ -227,7 +227,7 @@ def promote(cfg: Config, wd: Workdir | None = None, model_version: int | None = 
         if ref is None:
             raise RuntimeError(f"no model version has alias '{registry.CHALLENGER}' in {name}; run `sail register` first")
         model_version = ref.version
-    server.ensure_running(home().triton_repo, cfg.serve)
+    server.start(home().triton_repo, cfg.serve)
     with tempfile.TemporaryDirectory(prefix="sail-promote-") as tmp:
         onnx_dir = registry.download_onnx(name, model_version, Path(tmp))
         result = triton_promote.promote(onnx_dir, model_version, cfg.serve, home().triton_repo)
