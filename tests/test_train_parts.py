@@ -57,3 +57,17 @@ def test_checkpoints_are_atomic_pruned_and_warn_on_mismatch(tmp_path):
     assert state["step"] == 6 and state["w"].item() == 6
     with pytest.warns(UserWarning, match="checkpoint has seed=0 but this run has seed=1"):
         load_checkpoint(last, expect={"seed": 1, "steps": 10})
+
+
+def test_embed_with_grad_equals_one_padded_forward():
+    from sail_core.config import ModelConfig
+    from sail_core.model.embedder import build_model
+    from sail_core.train.embed import embed_with_grad
+
+    model = build_model(ModelConfig(max_length=32)).eval()
+    texts = ["Romance", "Alien Day (1979). Genres: Sci-Fi, Horror, Thriller", "Romance", "a", "Love Story (1970)"]
+    direct = model(**model.tokenize(texts))
+    chunked = embed_with_grad(model, model, texts, chunk=2)
+    assert torch.allclose(direct, chunked, atol=1e-5)
+    chunked.sum().backward()
+    assert model.backbone.embeddings.word_embeddings.weight.grad is not None

@@ -39,6 +39,7 @@ from sail_core.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from sail_core.train.embed import embed_with_grad
 from sail_core.train.curves import plot_loss_curve, write_train_metrics
 from sail_core.train.hard_negatives import HardNegativePool
 from sail_core.train.pair_data import load_hard_negatives, load_item_texts, load_pairs
@@ -77,10 +78,10 @@ def _loss_for(cfg: Config, model: SailEmbedder, init_from: Path | None) -> InfoN
     return InfoNCELoss(inits, dims=model.cfg.matryoshka_dims)
 
 
-def _embed_batch(net: torch.nn.Module, model: SailEmbedder, batch: PairBatch):
+def _embed_batch(net: torch.nn.Module, model: SailEmbedder, batch: PairBatch, one_forward: bool):
     b, h = len(batch), batch.hard_negatives_per_query
     texts = batch.queries + batch.targets + (batch.negatives or [])
-    z = net(**model.tokenize(texts))
+    z = embed_with_grad(net, model, texts, chunk=None if one_forward else 32)
     q, t = z[:b], z[b : 2 * b]
     hn = z[2 * b :].reshape(b, h, -1) if h else None
     return q, t, hn
@@ -143,7 +144,8 @@ def train_stage(
         lr=stage.lr,
     )
     scheduler = warmup_cosine(optimizer, stage.warmup_steps, stage.steps)
-    net = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
+    # the backbone's pooler is unused by mean-of-tanh pooling, hence find_unused_parameters
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if size > 1 else model
 
     ckpt_dir = out_dir / CHECKPOINTS
     meta = {"seed": cfg.train.seed, "steps": stage.steps, "stage": stage.name, "batch_size": stage.batch_size}
@@ -174,7 +176,7 @@ def train_stage(
         batch = make_batch(pairs[name].iloc[rows], name, cfg.datasets[name], item_texts)
         if name in pools:
             batch = with_negatives(batch, pools[name].draw(batch.query_keys.tolist()), cfg.datasets[name], item_texts)
-        q, t, hn = _embed_batch(net, model, batch)
+        q, t, hn = _embed_batch(net, model, batch, one_forward=size > 1)
         terms = loss_fn(q, t, name, hard_negatives=hn, query_keys=batch.query_keys,
                         target_keys=batch.target_keys, hard_negative_keys=batch.negative_keys)
         summed = [v for k, v in terms.items() if k.endswith("_loss")]
