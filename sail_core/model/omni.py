@@ -194,9 +194,12 @@ class OmniEmbedder(nn.Module):
         return out
 
 
-def build_omni(cfg: ModelConfig, pretrained: bool = True) -> OmniEmbedder:
-    """The untrained omni embedder for ``cfg`` (demo: pretrained MiniLM + frozen EfficientNet; paper: random)."""
-    tokenizer_file = minilm_path() / "tokenizer.json"
+def build_omni(cfg: ModelConfig, pretrained: bool = True, tokenizer_file: str | Path | None = None) -> OmniEmbedder:
+    """The untrained omni embedder for ``cfg`` (demo: pretrained MiniLM + frozen EfficientNet; paper: random).
+
+    ``tokenizer_file`` defaults to the packaged MiniLM's tokenizer.json (both backbones use it).
+    """
+    tokenizer_file = Path(tokenizer_file) if tokenizer_file else minilm_path() / "tokenizer.json"
     vocab = SegmentTokenizer(tokenizer_file, cfg.max_length).vocab_size
     return OmniEmbedder(cfg, build_fusion(cfg, vocab_size=vocab, pretrained=pretrained), tokenizer_file)
 
