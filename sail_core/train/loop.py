@@ -104,7 +104,9 @@ def train_stage(
         data_dir: folder with ``items.parquet`` and ``pairs/<dataset>.parquet``.
         out_dir: receives ``checkpoints/``, ``model/``, ``train_metrics.json``, ``loss_curve.png``.
         init_from: a saved model folder (previous stage) to start from; else the pretrained backbone.
-        log: ``log(metrics, step)`` called every step on rank 0 (the tracking code passes MLflow's).
+        log: ``log(metrics, step)`` called every step on rank 0 (the tracking code passes MLflow's);
+            names are unprefixed: ``loss``, ``nce_<dim>_loss``, ``lr``, ``grad_norm``,
+            ``temperature.<dataset>``, ``count.<dataset>`` (cumulative steps drawn from it).
         keep_checkpoints: keep ``checkpoints/`` after a successful run (default: removed, the model is saved).
     """
     _check_stage(cfg, stage)
@@ -205,7 +207,7 @@ def train_stage(
         history.append(record)
         if lead:
             if log is not None:
-                log({f"{stage.name}.{k}": float(v) for k, v in record.items() if k not in ("step", "dataset")}, step)
+                log({k: float(v) for k, v in record.items() if k not in ("step", "dataset")}, step)
             progress.set_postfix(loss=f"{record['loss']:.3f}", ds=name, refresh=False)
             progress.update(1)
         if step % stage.checkpoint_every == 0 and step < stage.steps and lead:
