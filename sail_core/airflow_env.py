@@ -20,7 +20,7 @@ from sail_core.config import REPO_ROOT
 from sail_core.paths import home
 
 DAG_ID = "sail_pipeline"
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _bin(name: str) -> str:

@@ -16,8 +16,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Build or import the tables th
 serve_app = typer.Typer(no_args_is_help=True, help="Run the local Triton server (127.0.0.1).")
 app.add_typer(data_app, name="data")
 app.add_typer(serve_app, name="serve")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 class State:

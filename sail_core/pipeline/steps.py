@@ -19,7 +19,7 @@ from rich.console import Console
 from sail_core.config import Config
 from sail_core.paths import Workdir, home
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 STEPS = ["ingest", "validate", "version", "train", "evaluate", "gate", "export", "register", "promote"]
 DATA_STAGES = ["ingest", "validate"]
