@@ -30,7 +30,7 @@ from sail_core.data import schema
 from sail_core.data.io import write_table
 from sail_core.data.tables import write_data_dir
 
-_console = Console(stderr=True)
+_console = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass

@@ -36,7 +36,7 @@ PINNED = [
     "pillow==13.0.0",
 ]
 MARKER = "sail-triton-runtime.json"
-_console = Console(stderr=True)
+_console = Console(stderr=True, soft_wrap=True)
 
 
 class RuntimeSetupError(RuntimeError):
