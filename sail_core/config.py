@@ -47,6 +47,9 @@ class DataConfig(_Strict):
     positive_rating: float = Field(4.0, ge=0.0, le=5.0, description="ratings at or above this are positive")
     copair_window_days: float = Field(7.0, gt=0.0, description="co-engagement window for copair_i2i")
     max_pairs_per_dataset: int = Field(20000, ge=10)
+    media: bool = Field(True, description="demo: render cover + keyframes and speak an ASR track per item")
+    keyframes: int = Field(4, ge=0, le=32, description="demo: keyframes rendered per item")
+    image_size: int = Field(224, ge=32, le=1024, description="demo: rendered cover/keyframe size in pixels")
 
 
     @model_validator(mode="after")
@@ -63,8 +66,19 @@ class ContractsConfig(_Strict):
     max_quarantine_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
+MODALITIES = ("text", "image", "frames", "audio", "omni")
+
+
 class DatasetConfig(_Strict):
-    """One pair dataset: its task, instructions, sampling weight and loss."""
+    """One pair dataset: its task, instructions, sampling weight, loss and modality patterns.
+
+    ``patterns`` lists the valid ``query->target`` modality pairs, e.g.
+    ``text->image``, ``frames->text``, ``omni->omni`` (modalities: text,
+    image = the cover, frames = the keyframes, audio, omni = every field the
+    item has). Every valid pattern of a batch is built and its loss computed
+    in one forward pass; a modality that no pattern names contributes no loss.
+    A free-text side (q2i queries, cls labels) is always ``text``.
+    """
 
     task: Literal["i2i", "q2i", "cls"]
     weight: float = Field(1.0, gt=0.0)
@@ -72,6 +86,19 @@ class DatasetConfig(_Strict):
     query_instruction: str = ""
     target_instruction: str = ""
     loss: Literal["infonce"] = "infonce"
+    patterns: list[str] = Field(default_factory=lambda: ["text->text"])
+
+    @model_validator(mode="after")
+    def _patterns_known(self) -> "DatasetConfig":
+        for p in self.patterns:
+            q, _, t = p.partition("->")
+            if q not in MODALITIES or t not in MODALITIES:
+                raise ValueError(
+                    f"pattern {p!r} must be QUERY->TARGET with each side one of {', '.join(MODALITIES)}"
+                )
+        if len(set(self.patterns)) != len(self.patterns) or not self.patterns:
+            raise ValueError(f"patterns must be non-empty and distinct, got {self.patterns}")
+        return self
 
 
 class Qwen2ShapeConfig(_Strict):
@@ -195,7 +222,9 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     ks: list[int] = Field(default_factory=lambda: [1, 10, 50])
-    tasks: list[Literal["i2i", "q2i"]] = Field(default_factory=lambda: ["i2i", "q2i"])
+    tasks: list[Literal["i2i", "q2i", "image2text", "frames2text", "audio2text", "omni2omni"]] = Field(
+        default_factory=lambda: ["i2i", "q2i"]
+    )
     batch_size: int = Field(128, ge=1)
 
 
