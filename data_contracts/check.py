@@ -6,6 +6,9 @@
   quarantine; a wrongly typed column moves the rows whose value cannot be cast
   (GX's unexpected rows for a mixed column, else those the schema cast rejects).
 * ``row`` level: GX's ``unexpected_index_list`` names the failing rows.
+  A derived check column (``meta.reason_from_value``, e.g. the media checks
+  of :mod:`data_contracts.media`) holds the reason itself; the failure is
+  reported on the column it checks (``meta.derived_from``).
   For the referential checks (``value_set = {"$PARAMETER": "item_ids"}``) the
   reason says whether the id is absent from items or its item row was quarantined.
 """
@@ -100,16 +103,19 @@ def evaluate(
             continue
         reason = o.meta.get("reason", o.type)
         values = df[o.column] if o.column in df.columns else None
+        shown = o.meta.get("derived_from", o.column)
         for i in o.unexpected_index:
             text = reason
-            if _is_item_ref(o) and values is not None:  # referential integrity
+            if o.meta.get("reason_from_value") and values is not None:
+                text = str(values.iloc[i])
+            elif _is_item_ref(o) and values is not None:  # referential integrity
                 v = values.iloc[i]
                 where = "its item row was quarantined" if known_item_ids and str(v) in known_item_ids else "not found in items"
                 text = f"dangling item id {_short(v)} in '{o.column}': {where}"
             elif values is not None and o.type not in ("expect_column_values_to_not_be_null",):
                 text = f"{reason} (value {_short(values.iloc[i])})"
-            found.add(i, Failure(o.type, o.column, text))
-        found.row_counts.append(RowFailureCount(o.type, o.column, len(o.unexpected_index)))
+            found.add(i, Failure(o.type, shown, text))
+        found.row_counts.append(RowFailureCount(o.type, shown, len(o.unexpected_index)))
     all_rows = [t for t in found.table if t.all_rows]
     if all_rows:
         first = all_rows[0]

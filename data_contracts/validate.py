@@ -7,8 +7,11 @@ rows to ``quarantine/<table>.parquet`` with their reason, and
 ``out/validation_report.{json,md}``. Items are checked first; the other
 tables are checked against the ids of the *clean* items, so a row that
 points at a quarantined item is quarantined too and ``out`` is referentially
-consistent. On a breach it raises :class:`ContractBreach` after writing
-everything.
+consistent. Items also get media checks (:mod:`data_contracts.media`): a
+row whose cover, keyframes or audio file is missing or does not decode is
+quarantined with the reason, and ``out/media`` receives the media of the
+clean rows only (hard links where possible). On a breach it raises
+:class:`ContractBreach` after writing everything.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from rich.console import Console
 
 from data_contracts.breach import ContractBreach, breach_lines
 from data_contracts.check import evaluate
+from data_contracts.media import DERIVED, media_errors, publish_media
 from data_contracts.quarantine import split_rows
 from data_contracts.report import write_report
 from data_contracts.runner import run_suite
@@ -58,6 +62,7 @@ class ValidationResult:
     tolerance: float
     tables: dict[str, TableResult] = field(default_factory=dict)
     report_path: str = ""
+    media: dict = field(default_factory=dict)
 
     @property
     def breaches(self) -> list[str]:
@@ -76,6 +81,7 @@ class ValidationResult:
             "tolerance": self.tolerance,
             "tables": {k: v.to_dict() for k, v in self.tables.items()},
             "breaches": self.breaches,
+            "media": self.media,
         }
 
 
@@ -122,8 +128,12 @@ def validate_dir(
         _console.print(f"[dim]validating {table.name} ({table.path})", soft_wrap=True)
         df = read_for_validation(table)
         params = {} if table.suite == "items" else {ITEM_IDS_PARAM: clean_item_ids}
-        outcomes = run_suite(df, suites[table.suite], params)
-        found = evaluate(df, outcomes, table.columns, raw_item_ids)
+        checked = df
+        if table.suite == "items":  # derived media-check columns, expected null by the suite
+            clash = {c: f"{c} (in the file)" for c in DERIVED if c in df.columns}  # stays an unknown column
+            checked = df.rename(columns=clash).join(media_errors(df, src))
+        outcomes = run_suite(checked, suites[table.suite], params)
+        found = evaluate(checked, outcomes, table.columns, raw_item_ids)
         clean, quarantined = split_rows(df, found.rows, table.columns, table.path)
         write_table(quarantined, quarantine / f"{table.name}.parquet")
         qpath = shown_q / f"{table.name}.parquet"
@@ -145,6 +155,7 @@ def validate_dir(
     _remove_stale_quarantine(quarantine, {t.name for t in tables})
     pairs = {n.split("/", 1)[1]: df for n, df in clean_tables.items() if n.startswith(schema.PAIRS_DIR + "/")}
     write_data_dir(out, clean_tables[schema.ITEMS], clean_tables[schema.INTERACTIONS], pairs)
+    result.media = publish_media(clean_tables[schema.ITEMS], src, out)
     result.report_path = str(write_report(out, result.to_dict()))
     if not result.passed:
         raise ContractBreach(result.breaches, result)

@@ -8,6 +8,7 @@ made after ``data_contracts/__init__.py`` existed, or the repository root on
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from sail_core.config import ContractsConfig
 from sail_core.data import io, schema
 
 STRICT = ContractsConfig()
-TABLES = ["items", "interactions", "pairs/cls", "pairs/copair_i2i", "pairs/q2i"]
+TABLES = ["items", "interactions", "pairs/cls", "pairs/copair_i2i", "pairs/q2i", "pairs/xmodal"]
 
 
 @pytest.fixture()
@@ -242,10 +243,15 @@ def test_full_demo_validates_in_budget(tmp_path):
     from sail_core.config import load_config
     from sail_core.data.demo import build_demo
 
-    build_demo(tmp_path / "raw", load_config(profile="demo").data)
+    # the whole catalogue with media: a cover, 4 keyframes and a spoken track per item
+    summary = build_demo(tmp_path / "raw", load_config(profile="demo").data)
+    assert summary["media"] == dict(summary["media"], covers=1681, keyframes=4 * 1681, audio=1681)
+    cores = len(os.sched_getaffinity(0))
+    assert summary["media"]["seconds"] < 90 * max(1.0, 2 / cores), "media rendering over its budget (90 s on 2 cores)"
     t0 = time.perf_counter()
     result = _run(tmp_path / "raw", tmp_path)
     assert result.passed and result.tables["interactions"].clean == 99991
+    assert result.media["files"] == 6 * 1681
     assert time.perf_counter() - t0 < 30
 
 

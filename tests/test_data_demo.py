@@ -11,7 +11,7 @@ from sail_core.data.pairs import copair_pairs, split_tags
 from sail_core.data.queries import decade, title_keywords
 from sail_core.data.splits import holdout_items
 
-DATASETS = ("copair_i2i", "q2i", "cls")
+DATASETS = ("copair_i2i", "q2i", "cls", "xmodal")
 
 
 def _frames(folder):
@@ -54,7 +54,7 @@ def test_slice_keeps_most_rated_items_and_most_active_users(demo_data, tiny_data
         assert 0 < len(df) <= tiny_data_cfg.max_pairs_per_dataset, name
 
 
-def test_three_datasets_each_with_train_and_test(demo_data):
+def test_four_datasets_each_with_train_and_test(demo_data):
     pairs = io.read_pairs(demo_data)
     assert set(pairs) == set(DATASETS)
     for name, df in pairs.items():
@@ -141,7 +141,10 @@ def test_title_keywords(title, words):
 def test_full_catalogue(tmp_path):
     from sail_core.config import load_config
 
-    summary = build_demo(tmp_path, load_config(profile="demo").data)
+    # without media (tests/test_contracts.py builds the full demo with media, once)
+    summary = build_demo(tmp_path, load_config(profile="demo").data.model_copy(update={"media": False}))
     # 1,682 MovieLens items minus item 267, which has neither title nor year
     assert (summary["items"], summary["interactions"], summary["users"]) == (1681, 99991, 943)
     assert summary["pairs"]["copair_i2i"]["train"] + summary["pairs"]["copair_i2i"]["test"] == 20000
+    assert summary["pairs"]["xmodal"]["train"] + summary["pairs"]["xmodal"]["test"] == 1681
+    assert "media" not in summary and io.read_items(tmp_path)[["cover_path", "frame_paths", "audio_path"]].isna().all().all()

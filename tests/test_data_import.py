@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
 from sail_core.data import io
 from sail_core.data.cast import SchemaError
 from sail_core.data.importer import import_tables
+from sail_core.data.media import MEDIA_COLUMNS, split_frames
 
 
 @pytest.fixture()
@@ -22,10 +25,12 @@ def user_csvs(tmp_path, demo_data):
 
 def test_import_csv_derives_the_same_pairs_as_the_demo(tmp_path, user_csvs, demo_data, tiny_data_cfg):
     summary = import_tables(*user_csvs, None, tmp_path / "out", tiny_data_cfg)
-    assert summary["items"] == 120 and set(summary["pairs"]) == {"copair_i2i", "q2i", "cls"}
+    assert summary["items"] == 120 and set(summary["pairs"]) == {"copair_i2i", "q2i", "cls", "xmodal"}
     for name, split in summary["pairs"].items():
         assert split["train"] > 0 and split["test"] > 0, name
-    pd.testing.assert_frame_equal(io.read_items(tmp_path / "out"), io.read_items(demo_data))
+    no_media = io.read_items(demo_data).assign(**{c: pd.NA for c in MEDIA_COLUMNS}).astype({c: "string" for c in MEDIA_COLUMNS})
+    pd.testing.assert_frame_equal(io.read_items(tmp_path / "out"), no_media)
+    assert summary["media"]["copied"] == 0 and not any((tmp_path / "out" / "media").rglob("*.*"))
     pd.testing.assert_frame_equal(io.read_interactions(tmp_path / "out"), io.read_interactions(demo_data))
     for name, df in io.read_pairs(demo_data).items():
         pd.testing.assert_frame_equal(io.read_pairs(tmp_path / "out")[name], df, obj=name)
@@ -102,3 +107,47 @@ def test_bad_split_value_in_given_pairs(tmp_path, user_csvs, tiny_data_cfg):
     pd.DataFrame({"query_text": ["x"], "target_item": ["1"], "split": ["dev"]}).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(SchemaError, match=r"p.csv: column 'split': value 'dev' \(row 0\) is not one of \['train', 'test'\]"):
         import_tables(*user_csvs, tmp_path / "p.csv", tmp_path / "out", tiny_data_cfg)
+
+
+def _copy(src, dest):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+
+
+def test_import_copies_media_and_rewrites_paths(tmp_path, demo_data, tiny_data_cfg):
+    """Media named relative to the items file (or absolute) land in out/media; a missing file is kept for the contracts."""
+    demo = io.read_items(demo_data).head(6)
+    user = tmp_path / "user"
+    rows = []
+    for n, row in enumerate(demo.itertuples(index=False)):
+        cover = f"photos/{row.item_id}.JPG"
+        _copy(demo_data / row.cover_path, user / cover)
+        frames = [f"clips/{row.item_id}/f{k}.jpg" for k in range(2)]
+        for rel, dest in zip(split_frames(row.frame_paths), frames):
+            _copy(demo_data / rel, user / dest)
+        audio = str(demo_data / row.audio_path) if n == 0 else f"speech/{row.item_id}.wav"  # row 0: an absolute path
+        if n not in (0, 5):  # row 5's audio file is missing
+            _copy(demo_data / row.audio_path, user / audio)
+        rows.append({"item_id": row.item_id, "title": row.title, "cover_path": cover, "frame_paths": "|".join(frames), "audio_path": audio})
+    pd.DataFrame(rows).to_csv(user / "items.csv", index=False)
+    io.read_interactions(demo_data).to_csv(user / "inter.csv", index=False)
+    out = tmp_path / "out"
+    summary = import_tables(user / "items.csv", user / "inter.csv", demo_data / "pairs", out, tiny_data_cfg)
+    missing = f"speech/{rows[5]['item_id']}.wav"
+    assert summary["media"] == {"copied": 6 + 12 + 5, "missing": 1, "missing_first": [f"audio_path {missing} (row 5)"]}
+    items = io.read_items(out)
+    for n, (got, want) in enumerate(zip(items.itertuples(index=False), demo.itertuples(index=False))):
+        assert got.cover_path == want.cover_path == f"media/covers/{want.item_id}.jpg"  # suffix lower-cased
+        assert split_frames(got.frame_paths) == split_frames(want.frame_paths)[:2]
+        assert (out / got.cover_path).read_bytes() == (demo_data / want.cover_path).read_bytes()
+        for rel, src in zip(split_frames(got.frame_paths), split_frames(want.frame_paths)):
+            assert (out / rel).read_bytes() == (demo_data / src).read_bytes()
+        if n != 5:
+            assert got.audio_path == want.audio_path and (out / got.audio_path).read_bytes() == (demo_data / want.audio_path).read_bytes()
+    assert items.audio_path.iloc[5] == missing  # kept as written: `sail validate` quarantines the row
+    files = sorted(p.relative_to(out).as_posix() for p in (out / "media").rglob("*") if p.is_file())
+    assert len(files) == 6 + 12 + 5 and not [p for p in out.iterdir() if p.name.startswith(".")]
+    # importing into the folder that holds the sources: same table, same files, nothing stale
+    import_tables(out / "items.parquet", user / "inter.csv", demo_data / "pairs", out, tiny_data_cfg)
+    pd.testing.assert_frame_equal(io.read_items(out), items)
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "media").rglob("*") if p.is_file()) == files

@@ -1,19 +1,23 @@
 """The demo data set: MovieLens-100k (from recbole) as items, interactions and pairs.
 
-Items carry title, year and genres (as comma-separated ``tags``); ``ocr``,
-``asr`` and ``author`` stay null until the media issue fills them.
+Items carry title, year and genres (as comma-separated ``tags``) and, with
+``data.media``, a rendered cover, ``data.keyframes`` keyframes and a spoken
+track of the title and genres (:mod:`sail_core.data.media`); ``ocr``, ``asr``
+and ``author`` stay null.
 ``max_items`` keeps the most-rated items and ``max_users`` the most active
 users on those items, so small slices keep the densest collaborative signal.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from sail_core.config import DataConfig
 from sail_core.data import movielens, schema
+from sail_core.data.media import render_media
 from sail_core.data.pairs import derive_pairs
 from sail_core.data.tables import write_data_dir
 
@@ -55,10 +59,25 @@ def demo_tables(cfg: DataConfig, folder: Path | None = None) -> tuple[pd.DataFra
     return items, interactions
 
 
-def build_demo(out: Path, cfg: DataConfig) -> dict:
-    """Build the demo data folder at ``out``; deterministic for ``cfg.seed``. Returns summary counts."""
+def build_demo(out: Path, cfg: DataConfig, workers: int | None = None) -> dict:
+    """Build the demo data folder at ``out``; deterministic for ``cfg.seed``. Returns summary counts.
+
+    With ``cfg.media`` it renders the media into ``out/media`` with ``workers``
+    processes (default: the CPUs available); that needs ``espeak-ng``.
+    """
     items, interactions = demo_tables(cfg)
     pairs = derive_pairs(items, interactions, cfg)
+    if cfg.media:
+        t0 = time.perf_counter()
+        items = render_media(items, Path(out), cfg.seed, cfg.keyframes, cfg.image_size, audio=True, workers=workers)
+        media_s = time.perf_counter() - t0
     summary = write_data_dir(Path(out), items, interactions, pairs, cfg.holdout_fraction, cfg.seed)
     summary["source"] = f"MovieLens-100k from {movielens.ml100k_dir()}"
+    if cfg.media:
+        summary["media"] = {
+            "covers": int(items["cover_path"].notna().sum()),
+            "keyframes": int(cfg.keyframes * items["frame_paths"].notna().sum()),
+            "audio": int(items["audio_path"].notna().sum()),
+            "seconds": round(media_s, 1),
+        }
     return summary

@@ -4,6 +4,11 @@ Inputs follow ``sail_core/data/SCHEMA.md``:
 
 * ``items``: a ``.csv`` or ``.parquet`` file with the item columns
   (``item_id`` and ``title`` required; other columns optional, filled with null).
+  Its media columns (``cover_path``, ``frame_paths``, ``audio_path``) name
+  files relative to the items file's folder (or absolute); they are copied
+  into ``out/media/`` and the paths rewritten relative to ``out``
+  (:mod:`sail_core.data.media_import`). A missing media file is not an import
+  error: ``sail validate`` quarantines its row with the reason.
 * ``interactions``: a file with ``user_id, item_id, timestamp, rating`` (all required).
 * ``pairs``: optional; a folder holding one file per dataset
   (``<dataset>.csv|.parquet``, pair columns; ``split`` required), or one file
@@ -31,6 +36,7 @@ from sail_core.config import DataConfig
 from sail_core.data import schema
 from sail_core.data.cast import SchemaError, cast_table
 from sail_core.data.io import TABLE_SUFFIXES, read_text_table
+from sail_core.data.media_import import import_media
 from sail_core.data.pairs import derive_pairs
 from sail_core.data.tables import write_data_dir
 
@@ -82,18 +88,20 @@ def import_tables(
 ) -> dict:
     """Import user tables into ``out`` (items, interactions, pairs/<dataset>.parquet).
 
-    ``pairs=None`` derives ``copair_i2i``, ``q2i`` and ``cls`` from the data,
+    ``pairs=None`` derives ``copair_i2i``, ``q2i``, ``cls`` and ``xmodal`` from the data,
     with the item-held-out split of ``cfg``. Returns summary counts.
     """
     items_df = _load(items, "items", schema.ITEM_COLUMNS, schema.ITEM_REQUIRED)
     inter_df = _load(interactions, "interactions", schema.INTERACTION_COLUMNS, schema.INTERACTION_REQUIRED)
+    pair_dfs = None if pairs is None else _load_pairs(pairs)  # every table is read before anything is written
     if pairs is None:
         pair_dfs = derive_pairs(items_df, inter_df, cfg)
         source = "derived from interactions and items"
     else:
-        pair_dfs = _load_pairs(pairs)
         source = f"imported from {pairs}"
+    items_df, media = import_media(items_df, Path(items).parent, Path(out))
     summary = write_data_dir(Path(out), items_df, inter_df, pair_dfs,
                              cfg.holdout_fraction if pairs is None else None, cfg.seed)
     summary["source"] = f"items {items}, interactions {interactions}; pairs {source}"
+    summary["media"] = media
     return summary

@@ -1,4 +1,4 @@
-"""Derive the three pair datasets from items and interactions.
+"""Derive the four pair datasets from items and interactions.
 
 * ``copair_i2i`` (item -> item): items that one user rated positively
   (``rating >= positive_rating``) one after the other, within
@@ -7,6 +7,9 @@
 * ``q2i`` (query text -> item): search queries built from genres, year and a
   title keyword (:mod:`sail_core.data.queries`), never the literal title.
 * ``cls`` (item -> label text): one row per (item, tag); the target is the tag.
+* ``xmodal`` (item -> the same item): one self-pair per item. Its patterns
+  (``image->text``, ``frames->text``, ``audio->text``) pair an item's media
+  with its own text; held-out items give the cross-modal test pairs.
 
 Every dataset is split by item (:mod:`sail_core.data.splits`) and capped at
 ``max_pairs_per_dataset`` rows by a seeded sample (copair: by frequency).
@@ -22,7 +25,7 @@ from sail_core.data import schema
 from sail_core.data.queries import pick_queries
 from sail_core.data.splits import assign_split, holdout_items
 
-DATASETS = ("copair_i2i", "q2i", "cls")
+DATASETS = ("copair_i2i", "q2i", "cls", "xmodal")
 QUERIES_PER_ITEM = 2
 _DAY_S = 86_400
 
@@ -100,8 +103,14 @@ def cls_pairs(items: pd.DataFrame, cfg: DataConfig, rng: np.random.Generator) ->
     return _sample(_frame({"query_item": q, "target_text": t}), cfg.max_pairs_per_dataset, rng)
 
 
+def xmodal_pairs(items: pd.DataFrame, cfg: DataConfig, rng: np.random.Generator) -> pd.DataFrame:
+    """One self-pair per item (``query_item == target_item``), in item-id order."""
+    ids = sorted(items["item_id"].dropna().astype(str).unique())
+    return _sample(_frame({"query_item": ids, "target_item": ids}), cfg.max_pairs_per_dataset, rng)
+
+
 def derive_pairs(items: pd.DataFrame, interactions: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]:
-    """``{"copair_i2i", "q2i", "cls"}`` pair tables in the schema's columns and dtypes.
+    """``{"copair_i2i", "q2i", "cls", "xmodal"}`` pair tables in the schema's columns and dtypes.
 
     ``items`` and ``interactions`` are in schema dtypes. Deterministic for
     ``cfg.seed``. Raises ``ValueError`` when a dataset comes out empty, or when
@@ -113,6 +122,7 @@ def derive_pairs(items: pd.DataFrame, interactions: pd.DataFrame, cfg: DataConfi
         "copair_i2i": lambda rng: copair_pairs(interactions, item_ids, cfg, rng),
         "q2i": lambda rng: q2i_pairs(items, cfg, rng),
         "cls": lambda rng: cls_pairs(items, cfg, rng),
+        "xmodal": lambda rng: xmodal_pairs(items, cfg, rng),  # last: the others keep their seeds
     }
     out: dict[str, pd.DataFrame] = {}
     for k, (name, build) in enumerate(builders.items()):
@@ -125,10 +135,11 @@ def derive_pairs(items: pd.DataFrame, interactions: pd.DataFrame, cfg: DataConfi
                     f"{cfg.copair_window_days} days; lower data.positive_rating or raise data.copair_window_days",
                     "q2i": "no item has tags or a year to build queries from; fill items.tags/year or supply pairs",
                     "cls": "no item has tags; fill items.tags or supply pairs/cls",
+                    "xmodal": "the items table is empty",
                 }[name]
             )
         pairs["split"] = assign_split(pairs, held_out)
-        if name in ("copair_i2i", "q2i") and not (pairs["split"] == "test").any():
+        if name in ("copair_i2i", "q2i", "xmodal") and not (pairs["split"] == "test").any():
             raise ValueError(
                 f"derived dataset {name!r} has no test pairs: none of its {len(pairs)} pairs touches one of "
                 f"the {len(held_out)} held-out items; raise data.holdout_fraction or data.max_items"

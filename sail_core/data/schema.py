@@ -5,6 +5,7 @@ A data folder (raw or validated) holds::
     items.parquet          one row per content item
     interactions.parquet   user-item events with timestamps
     pairs/<dataset>.parquet  query -> target pairs, one file per dataset (name = config key)
+    media/                 cover, keyframe and audio files named by the items' *_path columns
 
 Each side of a pair is either an item (``*_item``) or free text (``*_text``):
 exactly one of the two is set. ``split`` is ``train`` or ``test``; test pairs
@@ -26,6 +27,9 @@ ITEM_COLUMNS: dict[str, str] = {
     "ocr": "string",         # nullable
     "asr": "string",         # nullable
     "author": "string",      # nullable
+    "cover_path": "string",  # nullable; cover image, relative to the data folder (media/covers/<id>.jpg)
+    "frame_paths": "string", # nullable; keyframes in time order, relative paths joined by "|"
+    "audio_path": "string",  # nullable; spoken track (WAV), relative to the data folder
 }
 ITEM_REQUIRED = ["item_id", "title"]
 
