@@ -7,15 +7,23 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test ui bench clean-home
+.PHONY: install system-deps demo test ui bench
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-$(STAMP): requirements.lock pyproject.toml
+# Debian's espeak-ng speaks each demo item's "ASR" audio track.
+system-deps:
+	@command -v espeak-ng >/dev/null || { \
+	  echo "installing espeak-ng (Debian) for the demo's spoken audio tracks"; \
+	  ( $(SUDO) apt-get install -y -qq espeak-ng || ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng ) ) >/dev/null 2>&1 \
+	  || { echo "espeak-ng is missing and could not be installed; run: sudo apt-get install espeak-ng"; exit 1; }; }
+
+$(STAMP): requirements.lock pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -qq --upgrade pip
 	@# torch first, from the local CPU wheel (a bare `torch` would pull a multi-GB CUDA build)
-	$(PY) -m pip install -q "$$(grep -E '^torch==' requirements.lock)"
-	$(PY) -m pip install -q --no-deps -r requirements.lock
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -qq "$$(grep -E '^torch==' requirements.lock)"
+	$(PY) -m pip install -qq --no-deps -r requirements.lock
+	$(PY) -m pip install -qq --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
