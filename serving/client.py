@@ -1,14 +1,21 @@
-"""Embed texts through the running Triton server (tritonclient, HTTP or gRPC).
+"""Embed text, images, keyframes and audio through the running Triton server (tritonclient, HTTP or gRPC).
 
-    from serving.client import embed
-    z = embed(["Toy Story (1995)"], dim=128, cfg=load_config().serve)   # (1, 128), L2-normalised
+    from serving.client import embed, embed_files
+    z = embed(["a romantic comedy set in paris"], dim=128, cfg=load_config().serve)   # (1, 128)
+    z = embed(texts=["Toy Story"], images=[Path("cover.jpg")], audios=[wav_bytes], cfg=cfg.serve)
+    v = embed_files("Toy Story", Path("cover.png"), Path("title.wav"), None, cfg.serve, "http")  # (384,)
 
-Texts are sent as they are: apply the task instruction first
-(``sail_core.preprocess.text.with_instruction``), as training did.
+Send raw text: the server wraps each row in its task instruction (export.json;
+TASK/SIDE choose it, default: the q2i query instruction for text-only rows, the
+item (target) instruction for rows with media). Media are bytes or file paths;
+``None`` (or empty) leaves that modality out of a row. The issue-2 text model
+takes already formatted strings (``with_instruction``) and TEXT only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -16,6 +23,7 @@ import numpy as np
 from sail_core.config import ServeConfig
 
 Protocol = Literal["http", "grpc"]
+Media = bytes | str | Path | None
 
 
 class ServingUnavailable(RuntimeError):
@@ -45,16 +53,56 @@ def make_client(cfg: ServeConfig, protocol: Protocol = "http", timeout: float = 
     return module.InferenceServerClient(url=f"{cfg.host}:{cfg.grpc_port}")
 
 
-def build_inputs(texts: list[str], dim: int | None, protocol: Protocol = "http") -> list:
-    """The ``TEXT`` (and optional ``DIM``) request tensors for one batch of texts."""
+def _bytes(value: Media, name: str) -> bytes:
+    """Media as bytes: bytes pass through, a path is read, None/empty is b"" (absent)."""
+    if value is None:
+        return b""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: {path} is not a file")
+    return path.read_bytes()
+
+
+def _tensor(module, name: str, data: np.ndarray, dtype: str):
+    t = module.InferInput(name, list(data.shape), dtype)
+    t.set_data_from_numpy(data)
+    return t
+
+
+def build_inputs(texts: Sequence[str | None] | None = None, dim: int | None = None, protocol: Protocol = "http", *,
+                 images: Sequence[Media] | None = None, frames: Sequence[Sequence[Media] | None] | None = None,
+                 audios: Sequence[Media] | None = None, task: str | None = None, side: str | None = None) -> list:
+    """The request tensors for one batch of rows (every given list has one entry per row)."""
     module = _module(protocol)
-    data = np.array([[str(t).encode("utf-8")] for t in texts], dtype=object)
-    inputs = [module.InferInput("TEXT", list(data.shape), "BYTES")]
-    inputs[0].set_data_from_numpy(data)
+    columns = {k: v for k, v in (("TEXT", texts), ("IMAGE", images), ("FRAMES", frames), ("AUDIO", audios))
+               if v is not None}
+    if not columns:
+        raise ValueError("nothing to embed: give texts, images, frames or audios")
+    n = {len(v) for v in columns.values()}
+    if len(n) != 1:
+        raise ValueError(f"texts, images, frames and audios must have one entry per row; got lengths "
+                         f"{ {k: len(v) for k, v in columns.items()} }")
+    rows = n.pop()
+    inputs = []
+    if texts is not None:
+        data = np.array([[("" if t is None else str(t)).encode("utf-8")] for t in texts], dtype=object)
+        inputs.append(_tensor(module, "TEXT", data, "BYTES"))
+    for name, values in (("IMAGE", images), ("AUDIO", audios)):
+        if values is not None:
+            data = np.array([[_bytes(v, f"{name}[{i}]")] for i, v in enumerate(values)], dtype=object)
+            inputs.append(_tensor(module, name, data, "BYTES"))
+    if frames is not None:
+        per_row = [[_bytes(f, f"FRAMES[{i}][{j}]") for j, f in enumerate(row or [])] for i, row in enumerate(frames)]
+        width = max(1, max(len(r) for r in per_row))
+        data = np.array([r + [b""] * (width - len(r)) for r in per_row], dtype=object).reshape(rows, width)
+        inputs.append(_tensor(module, "FRAMES", data, "BYTES"))
     if dim is not None:
-        dims = np.full((len(texts), 1), int(dim), dtype=np.int32)
-        inputs.append(module.InferInput("DIM", list(dims.shape), "INT32"))
-        inputs[1].set_data_from_numpy(dims)
+        inputs.append(_tensor(module, "DIM", np.full((rows, 1), int(dim), dtype=np.int32), "INT32"))
+    for name, value in (("TASK", task), ("SIDE", side)):
+        if value is not None:
+            inputs.append(_tensor(module, name, np.array([[str(value).encode()]] * rows, dtype=object), "BYTES"))
     return inputs
 
 
@@ -67,15 +115,12 @@ def _unavailable(cfg: ServeConfig, protocol: Protocol, err: Exception) -> Servin
                               "run `sail serve up` (and `sail promote` if no model is loaded)")
 
 
-def infer_batch(client, texts: list[str], dim: int | None, cfg: ServeConfig, protocol: Protocol = "http",
-                model_version: str = "") -> tuple[np.ndarray, str]:
-    """One request; returns the embeddings and the model version that served them."""
+def infer(client, cfg: ServeConfig, protocol: Protocol = "http", model_version: str = "", **rows) -> tuple[np.ndarray, str]:
+    """One request of ``rows`` (``build_inputs`` keywords); returns the embeddings and the serving version."""
     from tritonclient.utils import InferenceServerException
 
-    if not texts:
-        raise ValueError("no texts to embed: pass at least one string")
     try:
-        result = client.infer(cfg.model_name, build_inputs(texts, dim, protocol), model_version=model_version,
+        result = client.infer(cfg.model_name, build_inputs(protocol=protocol, **rows), model_version=model_version,
                               outputs=[_module(protocol).InferRequestedOutput("EMBEDDING")])
     except InferenceServerException as err:
         message = str(err.message() or err)
@@ -92,16 +137,51 @@ def infer_batch(client, texts: list[str], dim: int | None, cfg: ServeConfig, pro
     return result.as_numpy("EMBEDDING"), version
 
 
-def embed(texts: list[str], dim: int | None = None, cfg: ServeConfig | None = None, protocol: Protocol = "http",
-          model_version: str = "", timeout: float = 60.0) -> np.ndarray:
-    """Embed ``texts`` (N, dim or full size) via Triton, in chunks of ``cfg.max_batch_size``."""
+def infer_batch(client, texts: list[str], dim: int | None, cfg: ServeConfig, protocol: Protocol = "http",
+                model_version: str = "") -> tuple[np.ndarray, str]:
+    """One text-only request; returns the embeddings and the model version that served them."""
+    if not texts:
+        raise ValueError("no texts to embed: pass at least one string")
+    return infer(client, cfg, protocol, model_version, texts=texts, dim=dim)
+
+
+def embed(texts: Sequence[str | None] | None = None, dim: int | None = None, cfg: ServeConfig | None = None,
+          protocol: Protocol = "http", model_version: str = "", timeout: float = 60.0, *,
+          images: Sequence[Media] | None = None, audios: Sequence[Media] | None = None,
+          frames: Sequence[Sequence[Media] | None] | None = None, task: str | None = None,
+          side: str | None = None) -> np.ndarray:
+    """Embed N rows (N, dim or full size) via Triton, in requests of at most ``cfg.max_batch_size`` rows.
+
+    Each given list has one entry per row; ``None`` leaves that modality out of
+    the row. ``frames`` holds a list of keyframes (bytes or paths) per row.
+    """
     cfg = cfg or ServeConfig()
+    columns = {"texts": texts, "images": images, "audios": audios, "frames": frames}
+    given = {k: list(v) for k, v in columns.items() if v is not None}
+    if not given or not max(len(v) for v in given.values()):
+        raise ValueError("nothing to embed: pass texts, images, audios or frames (at least one row)")
+    n = max(len(v) for v in given.values())
     client = make_client(cfg, protocol, timeout)
     try:
-        chunks = [infer_batch(client, texts[i : i + cfg.max_batch_size], dim, cfg, protocol, model_version)[0]
-                  for i in range(0, len(texts), cfg.max_batch_size)]
+        step = cfg.max_batch_size
+        chunks = [infer(client, cfg, protocol, model_version, dim=dim, task=task, side=side,
+                        **{k: v[i : i + step] for k, v in given.items()})[0] for i in range(0, n, step)]
     finally:
         client.close()
-    if not chunks:
-        raise ValueError("no texts to embed: pass at least one string")
     return np.concatenate(chunks, axis=0)
+
+
+def embed_files(text: str | None, image: Path | None, audio: Path | None, dim: int | None = None,
+                cfg: ServeConfig | None = None, protocol: Protocol = "http", frames: Sequence[Path] | None = None,
+                task: str | None = None, side: str | None = None) -> np.ndarray:
+    """One item from a text and/or an image file (JPEG/PNG) and/or a WAV file -> its (dim,) embedding.
+
+    For ``sail embed TEXT --image PATH --audio PATH``. Raises ``ValueError`` when
+    nothing is given and ``FileNotFoundError`` for a missing file.
+    """
+    if not (text and str(text).strip()) and image is None and audio is None and not frames:
+        raise ValueError("nothing to embed: give a text, --image PATH and/or --audio PATH")
+    rows = {"texts": [text] if text else None, "images": [Path(image)] if image is not None else None,
+            "audios": [Path(audio)] if audio is not None else None,
+            "frames": [[Path(f) for f in frames]] if frames else None}
+    return embed(dim=dim, cfg=cfg, protocol=protocol, task=task, side=side, **rows)[0]

@@ -3,9 +3,10 @@
 ``promote`` (1) writes ``<repo>/<name>/<N>/``; (2) rewrites ``config.pbtxt`` to
 serve only version N (``version_policy: { specific }``) and asks Triton to load
 it — Triton swaps atomically: the old version answers until N is ready, and a
-failed load leaves the old version loaded; (3) checks N through tritonclient
-(served version number, shape, unit norm, and parity with onnxruntime run
-in-process on the same files); (4) records N as current in ``serving_state.json``.
+failed load leaves the old version loaded; (3) checks N through tritonclient: text,
+an image, audio and all modalities together, at every Matryoshka dim (served
+version number, shape, unit norm, and parity with onnxruntime run in-process
+on the same files and inputs); (4) records N as current in ``serving_state.json``.
 
 On any failure the previous version policy is restored and reloaded (so the
 previous version keeps serving), the failed folder is moved to
@@ -28,7 +29,7 @@ import numpy as np
 from sail_core.config import ServeConfig
 from sail_core.paths import home
 from serving import repository
-from serving.client import ServingUnavailable, infer_batch, make_client
+from serving.client import ServingUnavailable, make_client
 from serving.state import now, read_state, record, write_state
 
 SMOKE_TEXTS = [
@@ -63,18 +64,52 @@ def _ready_versions(client, name: str) -> list[int]:
                   if m.get("name") == name and m.get("state") == "READY" and m.get("version"))
 
 
+def smoke_requests(meta: dict, texts: list[str] | None = None) -> dict[str, dict]:
+    """The smoke requests for an export: text, image, audio and everything together (text only for
+    the issue-2 text model). Media are synthetic PNG/JPEG/WAV bytes (:mod:`sail_core.export.samples`)."""
+    texts = texts or SMOKE_TEXTS
+    if meta.get("format") != "sail-omni-onnx/1":
+        return {"text": {"texts": texts}}
+    from sail_core.export import samples
+
+    images = [samples.image_bytes(1, (200, 150), "PNG"), samples.image_bytes(2, (120, 180), "JPEG")]
+    frames = [[samples.image_bytes(10 + j, (160, 90), "JPEG") for j in range(3)],
+              [samples.image_bytes(20 + j, (160, 90), "PNG") for j in range(int(meta.get("keyframes", 2)) + 1)]]
+    audios = [samples.wav_bytes(1, seconds=1.5), samples.wav_bytes(2, seconds=11.0, rate=16000)]
+    return {
+        "text": {"texts": texts},
+        "image": {"images": images},
+        "audio": {"audios": audios[:1]},
+        "all": {"texts": texts[:2], "images": images, "frames": frames, "audios": audios},
+    }
+
+
+def _reference(version_dir: Path, meta: dict):
+    if meta.get("format") == "sail-omni-onnx/1":
+        from serving.backend.omni_embedding import OnnxOmniEmbedder
+
+        ref = OnnxOmniEmbedder(version_dir)
+        return ref, lambda rows: ref.embed(**rows)
+    from serving.backend.embedding import OnnxTextEmbedder
+
+    ref = OnnxTextEmbedder(version_dir)
+    return ref, lambda rows: ref.embed(rows["texts"])
+
+
 def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts: list[str] | None = None,
                 tolerance: float = PARITY_TOLERANCE) -> dict:
-    """Embed ``texts`` through Triton (no version pinned) at every dim and compare with onnxruntime in-process.
+    """Send text, an image, audio and all of them together through Triton (no version pinned) at every
+    dim, and compare with onnxruntime run in-process on the same files and the same inputs.
 
     Checks: the answer comes from ``version``; shapes are (n, dim); rows have unit
     norm; max abs diff to the in-process reference is within ``tolerance``.
     Returns the figures; raises ``PromotionError`` on the first failed check.
     """
-    from serving.backend.embedding import OnnxTextEmbedder
+    from serving.backend.omni_embedding import truncate_normalise
+    from serving.client import infer
 
-    texts = texts or SMOKE_TEXTS
-    reference = OnnxTextEmbedder(version_dir)
+    meta = json.loads((Path(version_dir) / "export.json").read_text())
+    reference, run_reference = _reference(Path(version_dir), meta)
     deadline = time.monotonic() + 15.0
     ready = _ready_versions(client, cfg.model_name)
     while ready != [version] and time.monotonic() < deadline:  # the old version may still be unloading
@@ -82,25 +117,29 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
         ready = _ready_versions(client, cfg.model_name)
     if ready != [version]:
         raise PromotionError(f"Triton reports versions {ready} of {cfg.model_name!r} ready, expected only [{version}]")
-    worst = 0.0
-    for dim in [None, *reference.dims]:
-        got, served = infer_batch(client, texts, dim, cfg, "http")
-        want = reference.embed(texts, dim)
-        label = dim or reference.hidden_size
-        if served != str(version):
-            raise PromotionError(f"request at dim {label} was served by version {served}, expected {version}")
-        if got.shape != want.shape:
-            raise PromotionError(f"Triton returned shape {got.shape} at dim {label}, expected {want.shape}")
-        norms = np.linalg.norm(got, axis=1)
-        if not np.all(np.abs(norms - 1.0) <= NORM_TOLERANCE):
-            raise PromotionError(f"embeddings at dim {label} are not unit-norm: norms {norms.round(4).tolist()}")
-        diff = float(np.abs(got - want).max())
-        worst = max(worst, diff)
-        if diff > tolerance:
-            raise PromotionError(f"Triton and onnxruntime differ by {diff:.3g} at dim {label} "
-                                 f"(tolerance {tolerance:g})")
-    return {"max_abs_diff": worst, "dims": sorted({reference.hidden_size, *reference.dims}, reverse=True),
-            "texts": len(texts)}
+    worst, per_request = 0.0, {}
+    for name, rows in smoke_requests(meta, texts).items():
+        full = run_reference(rows)
+        for dim in [None, *reference.dims]:
+            got, served = infer(client, cfg, "http", dim=dim, **rows)
+            label = dim or reference.hidden_size
+            want = full if label == reference.hidden_size else truncate_normalise(full, label)
+            where = f"the {name} request at dim {label}"
+            if served != str(version):
+                raise PromotionError(f"{where} was served by version {served}, expected {version}")
+            if got.shape != want.shape:
+                raise PromotionError(f"Triton returned shape {got.shape} for {where}, expected {want.shape}")
+            norms = np.linalg.norm(got, axis=1)
+            if not np.all(np.abs(norms - 1.0) <= NORM_TOLERANCE):
+                raise PromotionError(f"embeddings of {where} are not unit-norm: norms {norms.round(4).tolist()}")
+            diff = float(np.abs(got - want).max())
+            per_request[name] = max(per_request.get(name, 0.0), diff)
+            worst = max(worst, diff)
+            if diff > tolerance:
+                raise PromotionError(f"Triton and onnxruntime differ by {diff:.3g} for {where} (tolerance {tolerance:g})")
+    return {"max_abs_diff": worst, "per_request": per_request,
+            "dims": sorted({reference.hidden_size, *reference.dims}, reverse=True),
+            "texts": len(texts or SMOKE_TEXTS)}
 
 
 def _switch(client, cfg: ServeConfig, repo_dir: Path, version: int) -> float:
@@ -177,7 +216,7 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
                                  "max_abs_diff": check["max_abs_diff"], "source": str(onnx_dir)})
         write_state(folder, state)
         return {"model": cfg.model_name, "version": version, "previous": previous,
-                "max_abs_diff": check["max_abs_diff"], "dims": check["dims"],
+                "max_abs_diff": check["max_abs_diff"], "smoke": check["per_request"], "dims": check["dims"],
                 "load_seconds": round(load_seconds, 3), "check_seconds": round(check_seconds, 3),
                 "version_dir": str(version_dir)}
     finally:

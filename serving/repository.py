@@ -6,9 +6,15 @@ Layout (``<repo>`` is ``home().triton_repo`` by default)::
     <repo>/<name>/config.gpu.pbtxt.example     the production variant: KIND_GPU, CUDA onnxruntime
     <repo>/<name>/serving_state.json           current version + history (see ``serving.promote``)
     <repo>/<name>/<N>/model.py                 from serving/backend/model.py
-    <repo>/<name>/<N>/embedding.py             from serving/backend/embedding.py
-    <repo>/<name>/<N>/model.onnx, tokenizer.json, export.json
-    <repo>/<name>/<N>/sail_core/preprocess/    a copy: tokenisation in Triton is the training code
+    <repo>/<name>/<N>/omni_embedding.py        from serving/backend/ (omni model runner)
+    <repo>/<name>/<N>/embedding.py             from serving/backend/ (issue-2 text model runner)
+    <repo>/<name>/<N>/model.onnx, vision_encoder.onnx, speech_*.onnx, tokenizer.json, export.json
+                                               the export folder's files (export.json lists them)
+    <repo>/<name>/<N>/sail_core/preprocess/    a copy: preprocessing in Triton is the training code
+
+The model's inputs (all optional, any subset): ``TEXT``, ``IMAGE`` (cover
+bytes), ``FRAMES`` (keyframe bytes, ``[-1]`` per row), ``AUDIO`` (WAV bytes),
+``DIM``, ``TASK``, ``SIDE``; output ``EMBEDDING``. See ``backend/model.py``.
 
 ``config.pbtxt`` pins the served versions with ``version_policy: { specific }``,
 so that in explicit model-control mode only the intended version is loaded.
@@ -16,6 +22,7 @@ so that in explicit model-control mode only the intended version is loaded.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -23,30 +30,32 @@ from sail_core.config import ServeConfig
 
 BACKEND_DIR = Path(__file__).resolve().parent / "backend"
 PREPROCESS_DIR = Path(__file__).resolve().parent.parent / "sail_core" / "preprocess"
-BACKEND_FILES = ["model.py", "embedding.py"]
-EXPORT_FILES = ["model.onnx", "tokenizer.json", "export.json"]
+BACKEND_FILES = ["model.py", "omni_embedding.py", "embedding.py"]
+EXPORT_FILES = ["model.onnx", "tokenizer.json", "export.json"]  # always there; export.json "files" lists the rest
 CONFIG = "config.pbtxt"
 GPU_CONFIG = "config.gpu.pbtxt.example"
 
-_IO = """input [
-  {{
-    name: "TEXT"
-    data_type: TYPE_STRING
-    dims: [ 1 ]
-  }},
-  {{
-    name: "DIM"
-    data_type: TYPE_INT32
-    dims: [ 1 ]
+def _input(name: str, dtype: str, dims: str) -> str:
+    return f"""  {{
+    name: "{name}"
+    data_type: {dtype}
+    dims: [ {dims} ]
     optional: true
-  }}
+  }}"""
+
+
+# Every input is optional: any subset of the modalities, DIM/TASK/SIDE defaulted by the model.
+_INPUTS = [("TEXT", "TYPE_STRING", "1"), ("IMAGE", "TYPE_STRING", "1"), ("FRAMES", "TYPE_STRING", "-1"),
+           ("AUDIO", "TYPE_STRING", "1"), ("DIM", "TYPE_INT32", "1"), ("TASK", "TYPE_STRING", "1"),
+           ("SIDE", "TYPE_STRING", "1")]
+_IO = "input [\n" + ",\n".join(_input(*spec) for spec in _INPUTS) + """
 ]
 output [
-  {{
+  {
     name: "EMBEDDING"
     data_type: TYPE_FP32
     dims: [ -1 ]
-  }}
+  }
 ]"""
 
 
@@ -66,7 +75,7 @@ name: "{cfg.model_name}"
 backend: "python"
 max_batch_size: {cfg.max_batch_size}
 {_policy(versions)}
-{_IO.format()}
+{_IO}
 dynamic_batching {{
   max_queue_delay_microseconds: 2000
 }}
@@ -89,19 +98,20 @@ def render_gpu_config(cfg: ServeConfig, versions: list[int]) -> str:
     """
     return f"""# Production (GPU) variant of config.pbtxt, written by serving/repository.py.
 # To use it in NVIDIA's Triton container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3):
-#   1. install onnxruntime-gpu, tokenizers and numpy<2 in the container's python
+#   1. install onnxruntime-gpu, tokenizers, pillow and numpy<2 in the container's python
 #      (or point the python backend at a packed env with EXECUTION_ENV_PATH);
 #   2. copy this file over config.pbtxt (same model name, inputs and outputs);
 #   3. start tritonserver with --model-control-mode=explicit and load the model.
 # The same model.py reads "onnx_providers" and runs onnxruntime's CUDA provider on
-# the GPU Triton assigns to each instance. A further step is the native
-# "onnxruntime" backend for model.onnx with tokenisation as a separate python model
-# in an ensemble; the python backend keeps tokenisation identical to training.
+# the GPU Triton assigns to each instance, for both vision_encoder.onnx and model.onnx
+# (the speech models stay on the CPU). A further step is the native "onnxruntime"
+# backend for the two graphs with decoding/tokenisation as a python model in an
+# ensemble; the python backend keeps preprocessing identical to training.
 name: "{cfg.model_name}"
 backend: "python"
 max_batch_size: {max(cfg.max_batch_size, 256)}
 {_policy(versions)}
-{_IO.format()}
+{_IO}
 dynamic_batching {{
   preferred_batch_size: [ 64, 128 ]
   max_queue_delay_microseconds: 1000
@@ -132,6 +142,15 @@ def write_configs(repo_dir: str | Path, cfg: ServeConfig, versions: list[int]) -
     return path
 
 
+def export_files(onnx_dir: Path) -> list[str]:
+    """The files of an export folder: export.json's ``files`` (omni), else the text model's three."""
+    try:
+        listed = json.loads((Path(onnx_dir) / "export.json").read_text()).get("files", [])
+    except (OSError, ValueError):
+        listed = []
+    return list(dict.fromkeys([*EXPORT_FILES, *listed]))
+
+
 def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, version: int) -> Path:
     """Create ``<repo>/<name>/<version>/`` from an export folder; returns the version folder.
 
@@ -141,7 +160,8 @@ def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, 
     onnx_dir = Path(onnx_dir)
     if int(version) < 1:
         raise ValueError(f"Triton model versions start at 1, got {version}")
-    missing = [n for n in EXPORT_FILES if not (onnx_dir / n).exists()]
+    files = export_files(onnx_dir)
+    missing = [n for n in files if not (onnx_dir / n).exists()]
     if missing:
         raise FileNotFoundError(f"{onnx_dir} is not an ONNX export folder (missing {', '.join(missing)}); "
                                 "run `sail export` first")
@@ -155,11 +175,11 @@ def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, 
     staging.mkdir(parents=True)
     for name in BACKEND_FILES:
         shutil.copy2(BACKEND_DIR / name, staging / name)
-    for name in EXPORT_FILES:
+    for name in files:
         shutil.copy2(onnx_dir / name, staging / name)
     shutil.copytree(PREPROCESS_DIR, staging / "sail_core" / "preprocess",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (staging / "sail_core" / "__init__.py").write_text(
-        '"""A copy of sail_core.preprocess only: tokenisation inside Triton is the training code."""\n')
+        '"""A copy of sail_core.preprocess only: preprocessing inside Triton is the training code."""\n')
     staging.rename(target)  # the version appears whole or not at all
     return target

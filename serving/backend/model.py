@@ -1,16 +1,24 @@
-"""Triton python-backend model: text in, Matryoshka embedding out.
+"""Triton python-backend model: any subset of text, cover image, keyframes and audio in, embedding out.
 
-Inputs (per request, batched by Triton's dynamic batcher):
-    TEXT  TYPE_STRING [B, 1]   UTF-8 strings, already formatted (instruction applied by the caller)
-    DIM   TYPE_INT32  [B, 1]   optional; one of export.json's matryoshka_dims (all rows equal)
+Inputs (per request; ``B`` rows, batched by Triton's dynamic batcher; all optional):
+    TEXT    TYPE_STRING [B, 1]   raw UTF-8 text (the server adds the task instruction)
+    IMAGE   TYPE_STRING [B, 1]   cover image bytes, JPEG or PNG
+    FRAMES  TYPE_STRING [B, F]   keyframe image bytes in time order; rows with fewer frames pad with b""
+    AUDIO   TYPE_STRING [B, 1]   WAV bytes (PCM, any rate, mono or stereo)
+    DIM     TYPE_INT32  [B, 1]   a Matryoshka dim from export.json (one value for the whole request)
+    TASK    TYPE_STRING [B, 1]   a dataset name (q2i, copair_i2i, ...) or task (i2i, q2i, cls)
+    SIDE    TYPE_STRING [B, 1]   "query" or "target" (default: query for text-only rows, target with media)
+An empty element (b"") means "this row has no such modality"; a row with none is an error.
 Output:
     EMBEDDING  TYPE_FP32 [B, dim]   L2-normalised
 
-The version folder holds this file, ``embedding.py``, ``model.onnx``,
-``tokenizer.json``, ``export.json`` and a copy of ``sail_core/preprocess/``.
-Runs in the Triton runtime environment: numpy<2, onnxruntime, tokenizers, no torch.
-A bad request gets a ``TritonError`` naming the problem; the other requests of
-the same batch are served normally.
+The version folder holds this file, ``omni_embedding.py``, ``embedding.py``,
+the export folder's files and a copy of ``sail_core/preprocess/``. An export of
+the issue-2 text model (format ``sail-embedding-onnx/1``) is served too: TEXT
+(already formatted, instruction included) and DIM only. Runs in the Triton
+runtime environment: numpy<2, onnxruntime, tokenizers, pillow; no torch. A bad
+request gets a ``TritonError`` naming the problem; the other requests of the
+same batch are served normally.
 """
 
 import json
@@ -20,66 +28,110 @@ import sys
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+OMNI_FORMAT = "sail-omni-onnx/1"
+
+
+def _strings(request, name, text=False):
+    """The input ``name`` as a list of rows (each a list of bytes/str), or None when absent."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    raw = tensor.as_numpy()
+    raw = raw.reshape(raw.shape[0], -1) if raw.ndim else raw.reshape(1, 1)
+    decode = (lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)) if text else \
+        (lambda v: bytes(v) if isinstance(v, (bytes, bytearray)) else str(v).encode("utf-8"))
+    return [[decode(v) for v in row] for row in raw]
+
+
+def _first(column):
+    return None if column is None else [row[0] if row else None for row in column]
+
+
+def _dim(request):
+    tensor = pb_utils.get_input_tensor_by_name(request, "DIM")
+    if tensor is None:
+        return None
+    dims = {int(d) for d in tensor.as_numpy().reshape(-1)}
+    if len(dims) != 1:
+        raise ValueError(f"DIM must hold one value for the whole request, got {sorted(dims)}")
+    return dims.pop()
+
 
 class TritonPythonModel:
     def initialize(self, args):
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         if version_dir not in sys.path:
             sys.path.insert(0, version_dir)
-        from embedding import OnnxTextEmbedder  # noqa: E402  (lives next to this file)
-
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         providers = [p.strip() for p in params.get("onnx_providers", "CPUExecutionProvider").split(",") if p.strip()]
         threads = int(params.get("intra_op_threads", "0") or 0)
         device_id = int(args.get("model_instance_device_id", 0) or 0)
-        self.embedder = OnnxTextEmbedder(version_dir, providers=providers, intra_op_threads=threads,
-                                         device_id=device_id)
+        with open(os.path.join(version_dir, "export.json")) as fh:
+            self.omni = json.load(fh).get("format") == OMNI_FORMAT
+        if self.omni:
+            from omni_embedding import OnnxOmniEmbedder  # noqa: E402  (lives next to this file)
+
+            self.embedder = OnnxOmniEmbedder(version_dir, providers, threads, device_id)
+        else:
+            from embedding import OnnxTextEmbedder  # noqa: E402
+
+            self.embedder = OnnxTextEmbedder(version_dir, providers=providers, intra_op_threads=threads,
+                                             device_id=device_id)
         self.version = args["model_version"]
 
-    @staticmethod
-    def _decode(request):
-        raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-        texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw]
-        dim_tensor = pb_utils.get_input_tensor_by_name(request, "DIM")
-        dim = None
-        if dim_tensor is not None:
-            dims = {int(d) for d in dim_tensor.as_numpy().reshape(-1)}
-            if len(dims) != 1:
-                raise ValueError(f"DIM must hold one value for the whole request, got {sorted(dims)}")
-            dim = dims.pop()
-        return texts, dim
+    def _parse(self, request):
+        """(payload, dim) for one request; payload is decoded rows (omni) or texts (text model)."""
+        dim = self.embedder.check_dim(_dim(request))
+        texts = _first(_strings(request, "TEXT", text=True))
+        if not self.omni:
+            media = [n for n in ("IMAGE", "FRAMES", "AUDIO") if pb_utils.get_input_tensor_by_name(request, n) is not None]
+            if media:
+                raise ValueError(f"this model version is the text-only model; it cannot take {', '.join(media)}")
+            if texts is None:
+                raise ValueError("TEXT is missing: this text-only model version needs TEXT")
+            self.embedder.check_texts(texts)
+            return texts, dim
+        rows = self.embedder.decode(
+            texts=texts,
+            images=_first(_strings(request, "IMAGE")),
+            frames=_strings(request, "FRAMES"),
+            audios=_first(_strings(request, "AUDIO")),
+            tasks=_first(_strings(request, "TASK", text=True)),
+            sides=_first(_strings(request, "SIDE", text=True)),
+        )
+        return rows, dim
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        parsed = []  # (index, texts, dim) of the valid requests
+        parsed = []  # (index, payload, dim) of the valid requests
         for i, request in enumerate(requests):
             try:
-                texts, dim = self._decode(request)
-                self.embedder.check_texts(texts)
-                parsed.append((i, texts, self.embedder.check_dim(dim)))
+                payload, dim = self._parse(request)
+                parsed.append((i, payload, dim))
             except (ValueError, UnicodeDecodeError) as err:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(err)))
-        if parsed:
-            # One onnxruntime call for all valid requests of this batch.
-            all_texts = [t for _, texts, _ in parsed for t in texts]
-            try:
-                full = self.embedder.embed_full(all_texts)
-            except Exception as err:  # noqa: BLE001  (report the engine's failure to every caller)
-                message = f"embedding failed in model version {self.version}: {err}"
-                for i, _, _ in parsed:
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
-                return responses
-            start = 0
-            from embedding import truncate_normalise  # noqa: E402
+        if not parsed:
+            return responses
+        # One engine call for all valid requests of this batch.
+        everything = [x for _, payload, _ in parsed for x in payload]
+        try:
+            full = self.embedder.embed_rows(everything) if self.omni else self.embedder.embed_full(everything)
+        except Exception as err:  # noqa: BLE001  (report the engine's failure to every caller)
+            message = f"embedding failed in model version {self.version}: {err}"
+            for i, _, _ in parsed:
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+            return responses
+        from omni_embedding import truncate_normalise  # noqa: E402
 
-            for i, texts, dim in parsed:
-                z = full[start : start + len(texts)]
-                start += len(texts)
-                if dim != self.embedder.hidden_size:
-                    z = truncate_normalise(z, dim)
-                out = pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(z, dtype=np.float32))
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
+        start = 0
+        for i, payload, dim in parsed:
+            z = full[start : start + len(payload)]
+            start += len(payload)
+            if dim != self.embedder.hidden_size:
+                z = truncate_normalise(z, dim)
+            out = pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(z, dtype=np.float32))
+            responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
         return responses
 
     def finalize(self):

@@ -1,0 +1,92 @@
+"""Trace-friendly wrappers of the omni embedder for ONNX export.
+
+:class:`OmniEncoderGraph` computes exactly :meth:`OmniEmbedder.forward` on
+*precomputed frozen features*, but without data-dependent Python control flow,
+so the TorchScript exporter records one graph for every modality subset:
+
+- every segment (audio, cover, keyframes) is computed for every row and masked
+  by its presence mask, instead of ``if mask.any()`` and ``nonzero()`` row
+  selection (a row's result does not depend on the other rows);
+- :func:`sail_core.model.assembly.compact` sorts real tokens first with an
+  ``argsort`` and cuts the batch to its longest row (``.item()``); here real
+  tokens are moved first with a cumulative-sum ``scatter`` and the sequence
+  keeps its full length, the tail masked. Masked keys get zero attention
+  weight and the pooling ignores them, so the embedding is the same (up to
+  float rounding).
+
+:class:`VisionFeatures` is the frozen vision tower alone: pixels -> features.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sail_core.model.pooling import mean_tanh_pool
+
+ENCODER_INPUTS = [
+    "instr_ids", "instr_mask", "text_ids", "text_mask",
+    "audio_feats", "audio_mask", "cover_feats", "cover_mask", "frame_feats", "frame_mask",
+]
+
+
+def scatter_compact(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L, H) embeds, (B, L) bool mask -> real tokens first (order kept), zeros after; (B, L) int64 mask."""
+    m = mask.long()
+    n_real = m.sum(dim=1, keepdim=True)
+    dest = torch.where(mask, m.cumsum(dim=1) - 1, n_real + (1 - m).cumsum(dim=1) - 1)
+    embeds = embeds * mask.unsqueeze(-1).to(embeds.dtype)
+    out = torch.zeros_like(embeds).scatter(1, dest.unsqueeze(-1).expand_as(embeds), embeds)
+    positions = torch.ones_like(m).cumsum(dim=1) - 1
+    return out, (positions < n_real).long()
+
+
+class OmniEncoderGraph(nn.Module):
+    """``OmniEmbedder`` on precomputed features -> (B, H) L2-normalised embedding (eval mode)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, instr_ids, instr_mask, text_ids, text_mask, audio_feats, audio_mask,
+                cover_feats, cover_mask, frame_feats, frame_mask):
+        m = self.model
+        word = m.backbone.word_embeddings
+        instr = word(instr_ids)
+        dtype = instr.dtype
+        tower, perceiver, types = m.vision_tower, m.perceiver, m.media_type
+
+        audio = (m.audio.adapter(audio_feats) + types[0]).unsqueeze(1)
+        cover = perceiver(tower.to_tokens(cover_feats).unsqueeze(1), None) + types[1]
+        b, k = frame_feats.shape[0], frame_feats.shape[1]
+        tokens = tower.to_tokens(frame_feats.reshape(b * k, *frame_feats.shape[2:]))
+        frame_present = frame_mask.bool()
+        frames = perceiver(tokens.reshape(b, k, *tokens.shape[1:]), frame_present) + types[2]
+        text = word(text_ids)
+        sep = word(torch.full_like(instr_ids[:, :1], m.tokenizer.sep_id))
+
+        q = cover.shape[1]
+        masks = [
+            instr_mask.bool(),
+            audio_mask.bool().unsqueeze(1),
+            cover_mask.bool().unsqueeze(1).expand(-1, q),
+            frame_present.any(dim=1, keepdim=True).expand(-1, q),
+            text_mask.bool(),
+            torch.ones_like(instr_mask[:, :1]).bool(),
+        ]
+        embeds = torch.cat([instr, audio.to(dtype), cover.to(dtype), frames.to(dtype), text, sep], dim=1)
+        embeds, attention = scatter_compact(embeds, torch.cat(masks, dim=1))
+        hidden = m.backbone(embeds, attention)
+        return F.normalize(mean_tanh_pool(hidden, attention).float(), dim=-1)
+
+
+class VisionFeatures(nn.Module):
+    """The frozen vision tower: (N, 3, S, S) pixels in [-1, 1] -> its native features, e.g. (N, 1280, 7, 7)."""
+
+    def __init__(self, tower: nn.Module):
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, pixels):
+        return self.tower.features(pixels)
