@@ -5,9 +5,17 @@ three pair datasets carry real, learnable signal:
 
 - ``copair_i2i``: item -> another item of the same genre;
 - ``q2i``: a genre/year search query -> an item;
-- ``cls``: item -> its genre label (text target).
+- ``cls``: item -> its genre label (text target);
+- ``xmodal``: item -> itself (self-pairs: its media -> its own text).
 
 Items with index % 5 == 0 are held out: pairs touching them are ``test``.
+
+With ``media=True`` every item also gets (paths relative to the folder, as in
+the real items table) a cover and ``keyframes`` keyframes drawn with PIL, whose
+colours and shapes follow the genre and whose text is the title, and a spoken
+WAV of its title and genre made with ``espeak-ng`` (voice varied per item).
+Some items lack a modality on purpose: index % 7 == 3 has no audio,
+index % 11 == 4 no cover, index % 13 == 5 no keyframes.
 """
 
 from __future__ import annotations
@@ -28,8 +36,72 @@ GENRES = {
 NOUNS = ["Story", "Night", "Road", "City", "Island", "Day", "Code", "Game", "River", "Home"]
 
 
-def build(folder: Path, per_genre: int = 8, pairs_per_dataset: int = 200, seed: int = 0) -> Path:
-    """Write items/interactions/pairs under ``folder``; returns it."""
+COLOURS = {"Comedy": (250, 200, 40), "Horror": (120, 0, 0), "Sci-Fi": (20, 60, 200), "Romance": (240, 110, 170),
+           "Western": (160, 100, 40), "Animation": (40, 190, 80)}
+
+
+def _draw(path: Path, genre: str, title: str, frame: int | None, size: int = 96) -> None:
+    from PIL import Image, ImageDraw
+
+    colour = COLOURS[genre]
+    g = list(GENRES).index(genre)
+    img = Image.new("RGB", (size, size), colour)
+    d = ImageDraw.Draw(img)
+    shade = tuple(255 - c for c in colour)
+    if frame is None:  # cover: genre shape + title
+        if g % 3 == 0:
+            d.ellipse((8, 8, size - 8, size // 2), fill=shade)
+        elif g % 3 == 1:
+            d.rectangle((8, 8, size - 8, size // 2), fill=shade)
+        else:
+            d.polygon([(size // 2, 4), (8, size // 2), (size - 8, size // 2)], fill=shade)
+        d.text((6, size * 2 // 3), title[:14], fill=(255, 255, 255))
+    else:  # keyframe: stripes whose count/angle depend on genre and frame
+        for k in range(g + 2):
+            x = (k * size // (g + 2) + frame * 7) % size
+            d.line((x, 0, (x + 20 * (frame + 1)) % size, size), fill=shade, width=3 + g)
+    img.save(path, quality=90)
+
+
+def _speak(path: Path, text: str, variant: int) -> None:
+    import subprocess
+
+    voices = ["en+m1", "en+f2", "en+m3", "en+f4"]
+    subprocess.run(["espeak-ng", "-w", str(path), "-v", voices[variant % len(voices)], "-s", "190", text],
+                   check=True, capture_output=True)
+
+
+def _media(folder: Path, items: pd.DataFrame, keyframes: int) -> pd.DataFrame:
+    media = folder / "media"
+    for sub in ("covers", "frames", "audio"):
+        (media / sub).mkdir(parents=True, exist_ok=True)
+    covers, frames, audio = [], [], []
+    for idx, r in enumerate(items.to_dict("records")):
+        iid, genre = r["item_id"], r["tags"]
+        if idx % 11 == 4:
+            covers.append(None)
+        else:
+            _draw(media / "covers" / f"{iid}.jpg", genre, r["title"], None)
+            covers.append(f"media/covers/{iid}.jpg")
+        if idx % 13 == 5 or keyframes == 0:
+            frames.append(None)
+        else:
+            rel = [f"media/frames/{iid}_{k}.jpg" for k in range(keyframes)]
+            for k, p in enumerate(rel):
+                _draw(folder / p, genre, r["title"], k)
+            frames.append("|".join(rel))
+        if idx % 7 == 3:
+            audio.append(None)
+        else:
+            _speak(media / "audio" / f"{iid}.wav", f"{r['title']}. {genre}.", idx)
+            audio.append(f"media/audio/{iid}.wav")
+    return items.assign(cover_path=pd.array(covers, dtype="string"), frame_paths=pd.array(frames, dtype="string"),
+                        audio_path=pd.array(audio, dtype="string"))
+
+
+def build(folder: Path, per_genre: int = 8, pairs_per_dataset: int = 200, seed: int = 0, media: bool = False,
+          keyframes: int = 3) -> Path:
+    """Write items/interactions/pairs (and with ``media``, media files + paths) under ``folder``; returns it."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     (folder / "pairs").mkdir(parents=True, exist_ok=True)
@@ -43,6 +115,8 @@ def build(folder: Path, per_genre: int = 8, pairs_per_dataset: int = 200, seed: 
                          "ocr": None, "asr": None, "author": None})
     items = pd.DataFrame(rows).astype({"item_id": "string", "title": "string", "year": "Int64", "tags": "string",
                                        "ocr": "string", "asr": "string", "author": "string"})
+    if media:
+        items = _media(folder, items, keyframes)
     items.to_parquet(folder / "items.parquet", index=False)
     held = {f"m{i}" for i in range(len(items)) if i % 5 == 0}
     by_genre = items.groupby("tags")["item_id"].apply(list).to_dict()
@@ -67,10 +141,44 @@ def build(folder: Path, per_genre: int = 8, pairs_per_dataset: int = 200, seed: 
         q2i.append((None, f"{genre_of[c].lower()} movie from the {year // 10 * 10}s", c, None, None, split(c)))
         d = ids[rng.integers(len(ids))]
         cls.append((d, None, None, genre_of[d], None, split(d)))
-    for name, recs in (("copair_i2i", copair), ("q2i", q2i), ("cls", cls)):
+    xmodal = [(i, None, i, None, None, split(i)) for i in ids]
+    for name, recs in (("copair_i2i", copair), ("q2i", q2i), ("cls", cls), ("xmodal", xmodal)):
         frame(recs).drop_duplicates(subset=["query_item", "query_text", "target_item", "target_text"]).to_parquet(
             folder / "pairs" / f"{name}.parquet", index=False)
     inter = pd.DataFrame({"user_id": [f"u{i % 7}" for i in range(60)], "item_id": [ids[i % len(ids)] for i in range(60)],
                           "timestamp": np.arange(60) + 900_000_000, "rating": (np.arange(60) % 5 + 1).astype(float)})
     inter.to_parquet(folder / "interactions.parquet", index=False)
     return folder
+
+
+# -- shared media fixture for the train/eval/pattern tests ---------------------------------------
+FAST = {  # test-only overrides: fewer tokens and shorter audio chunks keep CPU tests fast
+    "model.audio.chunk_seconds": 2.0,
+    "model.perceiver.latents": 4,
+    "model.perceiver.depth": 1,
+    "model.perceiver.dim": 64,
+    "model.max_length": 16,
+    "model.inputs.keyframes": 2,
+}
+_SHARED: dict[str, Path] = {}
+
+
+def fast_config(**overrides):
+    """The ``tiny`` profile with :data:`FAST` (and ``overrides``, dotted keys) applied."""
+    from sail_core.config import load_config
+
+    return load_config(profile="tiny", overrides={**FAST, **overrides})
+
+
+def media_data() -> tuple[Path, Path]:
+    """``(data folder, feature cache folder)`` of a media data set built once per test process.
+
+    Read-only for tests: copy it before changing files.
+    """
+    if "data" not in _SHARED:
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="sail-tiny-media-"))
+        _SHARED["data"] = build(root / "data", per_genre=6, media=True)
+        _SHARED["cache"] = root / "features"
+    return _SHARED["data"], _SHARED["cache"]

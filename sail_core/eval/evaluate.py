@@ -1,32 +1,73 @@
-"""The evaluate step: the trained model and the untrained backbone, same data, same run."""
+"""The evaluate step: the trained omni model and the untrained baseline, same data, same run.
+
+The baseline is ``build_omni(cfg.model)`` seeded with ``cfg.train.seed``: the
+pretrained backbone (demo: MiniLM) and frozen towers with freshly initialised
+Perceiver resampler, audio adapter and media-type embeddings, i.e. exactly the
+model training starts from. Frozen-tower media features are computed once per
+data folder (:mod:`sail_core.model.media_features`) and shared by both models.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import torch
+
 from sail_core.config import Config
+from sail_core.eval.crossmodal import CROSS_MODAL, cross_modal
+from sail_core.eval.embed import SideEmbedder
 from sail_core.eval.report import write_report
-from sail_core.eval.retrieval import evaluate_model
-from sail_core.model.embedder import build_model, load_model
+from sail_core.eval.retrieval import item_retrieval
+from sail_core.model.item_inputs import ItemInputs
+from sail_core.model.omni import build_omni, load_omni
+
+LOG = logging.getLogger(__name__)
 
 
-def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> dict:
-    """Evaluate ``model_dir`` and the baseline ``build_model(cfg.model)`` on ``data_dir``'s test pairs.
+def evaluate_model(model, inputs: ItemInputs, data_dir: Path, cfg: Config, notes: list[str] | None = None,
+                   progress: bool = True) -> dict[str, float]:
+    """Recall@k (``cfg.eval.ks``) of every task in ``cfg.eval.tasks``; unprefixed names (``i2i.recall_at_10``)."""
+    notes = notes if notes is not None else []
+    embed = SideEmbedder(model, inputs, cfg.eval.batch_size, progress)
+    metrics: dict[str, float] = {}
+    for task in cfg.eval.tasks:
+        if task in CROSS_MODAL:
+            metrics.update(cross_modal(embed, Path(data_dir), cfg, task, notes))
+        else:
+            metrics.update(item_retrieval(embed, Path(data_dir), cfg, task))
+    return metrics
+
+
+def baseline_model(cfg: Config):
+    """The untrained model: pretrained backbone, fresh Perceiver/adapter (seeded with ``train.seed``)."""
+    torch.manual_seed(cfg.train.seed)
+    return build_omni(cfg.model)
+
+
+def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, cache_dir: Path | None = None) -> dict:
+    """Evaluate ``model_dir`` and the baseline on ``data_dir``'s held-out data.
 
     Returns ``{"eval.<task>.recall_at_<k>": ..., "baseline.<task>.recall_at_<k>": ...}`` (plus
-    ``.dim<d>.`` variants) and writes ``metrics.json``, ``eval_report.md`` and ``recall.png`` to ``out_dir``.
+    ``.dim<d>.`` variants for i2i/q2i) and writes ``metrics.json``, ``eval_report.md`` and
+    ``recall.png`` to ``out_dir``. A task the data cannot support (no held-out item with audio,
+    say) is skipped and named in the report and the log.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
-        import torch
-
         torch.set_num_threads(cfg.train.threads)
-    trained = evaluate_model(load_model(model_dir), data_dir, cfg)
-    baseline = evaluate_model(build_model(cfg.model), data_dir, cfg)
+    trained_model = load_omni(model_dir)
+    inputs = ItemInputs.from_data_dir(data_dir, trained_model.cfg, cache_dir)
+    notes: list[str] = []
+    trained = evaluate_model(trained_model, inputs, data_dir, cfg, notes)
+    del trained_model
+    baseline = evaluate_model(baseline_model(cfg), inputs, data_dir, cfg, [])
+    for note in notes:
+        LOG.warning("evaluate: %s", note)
     result = {f"eval.{k}": v for k, v in trained.items()}
     result.update({f"baseline.{k}": v for k, v in baseline.items()})
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-    write_report(trained, baseline, out_dir)
+    write_report(trained, baseline, out_dir, notes)
     return result

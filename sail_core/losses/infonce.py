@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -51,9 +52,11 @@ def compute_loss_from_embeddings(
     query_keys: torch.Tensor | None = None,
     target_keys: torch.Tensor | None = None,
     hard_negative_keys: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
+    hard_negative_valid: torch.Tensor | None = None,
     gather: bool = True,
 ) -> torch.Tensor:
-    """Mean InfoNCE over this rank's rows.
+    """Mean InfoNCE over this rank's (valid) rows.
 
     Args:
         query: (B, D) query embeddings (normalised here; cosine similarity).
@@ -64,6 +67,12 @@ def compute_loss_from_embeddings(
             a candidate whose key equals row i's target key (other than column i) or row i's
             query key is masked out of row i's denominator.
         hard_negative_keys: optional (B, H) int64 keys of the hard negatives.
+        valid: optional (B,) bool: rows whose pair exists (pattern matching: both sides have the
+            pattern's modality). An invalid row is neither a query nor a candidate; its embeddings
+            may be anything. The loss is the mean over valid rows of the *global* batch: under DDP
+            each rank divides its sum by (global valid count / world), so DDP's gradient average
+            equals the single-process loss. No valid row anywhere gives 0 (with a graph).
+        hard_negative_valid: optional (B, H) bool: hard negatives that exist (others are masked).
         gather: gather candidates from all ranks when a process group is initialised.
     """
     if query.shape != target.shape or query.dim() != 2:
@@ -75,17 +84,25 @@ def compute_loss_from_embeddings(
     t_keys = _keys_or_none(target_keys, b)
     q_keys = _keys_or_none(query_keys, b)
 
-    cands, cand_keys = [t], [t_keys]
+    rows_valid = torch.ones(b, dtype=torch.bool) if valid is None else valid.to(torch.bool).reshape(-1).cpu()
+    if rows_valid.shape[0] != b:
+        raise ValueError(f"valid must be (B={b},); got {tuple(valid.shape)}")
+
+    cands, cand_keys, cand_valid = [t], [t_keys], [rows_valid]
     if hard_negatives is not None:
         if hard_negatives.dim() != 3 or hard_negatives.shape[0] != b or hard_negatives.shape[2] != d:
             raise ValueError(f"hard_negatives must be (B={b}, H, D={d}); got {tuple(hard_negatives.shape)}")
         cands.append(F.normalize(hard_negatives, dim=-1).reshape(-1, d))
         cand_keys.append(_keys_or_none(hard_negative_keys, cands[-1].shape[0]))
+        hv = torch.ones(hard_negatives.shape[:2], dtype=torch.bool) if hard_negative_valid is None else hard_negative_valid
+        cand_valid.append(hv.to(torch.bool).reshape(-1).cpu())
     if size > 1:
         cands = [gather_with_grad(c) for c in cands]
         cand_keys = [gather_no_grad(k) for k in cand_keys]
+        cand_valid = [gather_no_grad(v.to(torch.int64)).bool() for v in cand_valid]
     candidates = torch.cat(cands)
     keys = torch.cat(cand_keys).to(q.device)
+    present = torch.cat(cand_valid).to(q.device)
 
     logits = q @ candidates.T / temperature
     labels = torch.arange(b, device=q.device) + rank * b
@@ -94,8 +111,18 @@ def compute_loss_from_embeddings(
     is_query = (keys[None, :] == q_keys[:, None]) & (q_keys[:, None] != NO_KEY)
     mask = duplicate | is_query
     mask[torch.arange(b, device=q.device), labels] = False
+    mask |= ~present[None, :]
     logits = logits.masked_fill(mask, float("-inf"))
-    return F.cross_entropy(logits, labels)
+    if valid is None:
+        return F.cross_entropy(logits, labels)
+    rows = rows_valid.to(q.device)
+    total = F.cross_entropy(logits[rows], labels[rows], reduction="sum") + 0.0 * (q.sum() + candidates.sum())
+    count = rows.sum().to(torch.float32)
+    if size > 1:
+        count = count.clone()
+        dist.all_reduce(count)
+        count = count / size
+    return total / count.clamp_min(1e-6) if float(count) > 0 else total
 
 
 class InfoNCELoss(nn.Module):
@@ -131,7 +158,11 @@ class InfoNCELoss(nn.Module):
         query_keys: torch.Tensor | None = None,
         target_keys: torch.Tensor | None = None,
         hard_negative_keys: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        hard_negative_valid: torch.Tensor | None = None,
+        prefix: str = "nce",
     ) -> dict[str, torch.Tensor]:
+        """``{"<prefix>_<dim>_loss": ...}`` for each Matryoshka dim; see :func:`compute_loss_from_embeddings`."""
         tau = self.temperatures(dataset)
         full = query.shape[-1]
         dims = self.dims or [full]
@@ -139,7 +170,7 @@ class InfoNCELoss(nn.Module):
             raise ValueError(f"Matryoshka dim {max(dims)} exceeds the embedding size {full}; fix model.matryoshka_dims")
         terms: dict[str, torch.Tensor] = {}
         for dim in dims:
-            terms[f"nce_{dim}_loss"] = compute_loss_from_embeddings(
+            terms[f"{prefix}_{dim}_loss"] = compute_loss_from_embeddings(
                 query[..., :dim],
                 target[..., :dim],
                 tau,
@@ -147,6 +178,8 @@ class InfoNCELoss(nn.Module):
                 query_keys=query_keys,
                 target_keys=target_keys,
                 hard_negative_keys=hard_negative_keys,
+                valid=valid,
+                hard_negative_valid=hard_negative_valid,
                 gather=self.gather,
             )
         return terms

@@ -1,36 +1,46 @@
-"""Embed a training batch's strings with gradient, without wasted compute.
+"""Embed a list of :class:`OmniSample` with the omni model, without wasted compute.
 
-Identical strings (a genre label that is the target of many rows, an item that
-is both a query and a target) are embedded once and shared by index, and the
-unique strings are sorted by token length and run in chunks trimmed to each
-chunk's longest sequence, so short texts do not pay for the longest one's
-padding. The result equals one padded forward of all strings (attention masks
-make padding inert) up to float rounding.
+Samples differ a lot in length (a text-only label: a dozen tokens; an omni item:
+instruction + audio + 2x16 visual latents + text), so they are sorted by their
+token count and run in chunks trimmed to each chunk's longest sequence. The
+result equals one padded forward of all samples (attention masks make padding
+inert) up to float rounding. ``chunk=None`` runs everything as one collated
+batch and one forward (DDP needs exactly one forward per backward).
 """
 
 from __future__ import annotations
 
 import torch
 
-from sail_core.model.embedder import SailEmbedder
+from sail_core.model.assembly import OmniSample, collate
 
 
-def embed_with_grad(net: torch.nn.Module, model: SailEmbedder, texts: list[str], chunk: int | None = 32) -> torch.Tensor:
-    """(len(texts), D) embeddings from ``net`` (the model, or its DDP wrapper) in train mode.
+def sample_lengths(model, samples: list[OmniSample]) -> list[int]:
+    """Token count of each sample's sequence (instruction + media tokens + text + [SEP])."""
+    tok = model.tokenizer
+    _, instr = tok.instructions([s.instruction for s in samples])
+    _, text = tok.texts([s.text for s in samples])
+    q = model.perceiver.num_latents
+    return [int(instr[i].sum() + text[i].sum()) + 1 + (s.audio is not None)
+            + q * (s.cover is not None) + q * (s.frames is not None and len(s.frames) > 0)
+            for i, s in enumerate(samples)]
 
-    ``chunk=None`` runs one forward (DDP needs exactly one forward per backward).
+
+def embed_samples(net: torch.nn.Module, model, samples: list[OmniSample], modes: dict[str, str],
+                  chunk: int | None = 64) -> torch.Tensor:
+    """(len(samples), D) embeddings from ``net`` (the model or its DDP wrapper), in its current mode.
+
+    ``modes`` are :func:`collate`'s ``vision``/``audio`` arguments (``ItemInputs.collate_modes``).
     """
-    unique = list(dict.fromkeys(texts))
-    chunk = chunk or len(unique)
-    where = {t: i for i, t in enumerate(unique)}
-    tokens = model.tokenize(unique)
-    lengths = tokens["attention_mask"].sum(dim=1)
+    if not samples:
+        raise ValueError("embed_samples got no samples")
+    if chunk is None or len(samples) <= chunk:
+        return net(collate(samples, model.tokenizer, **modes))
+    lengths = torch.tensor(sample_lengths(model, samples))
     order = torch.argsort(lengths, descending=True)
     parts = []
-    for s in range(0, len(unique), chunk):
-        idx = order[s : s + chunk]
-        width = int(lengths[idx].max())
-        parts.append(net(input_ids=tokens["input_ids"][idx, :width], attention_mask=tokens["attention_mask"][idx, :width]))
-    z = torch.empty(len(unique), parts[0].shape[-1], dtype=parts[0].dtype)
-    z = z.index_put((order,), torch.cat(parts))
-    return z[torch.tensor([where[t] for t in texts])]
+    for s in range(0, len(samples), chunk):
+        idx = order[s : s + chunk].tolist()
+        parts.append(net(collate([samples[i] for i in idx], model.tokenizer, **modes)))
+    z = torch.cat(parts)
+    return z.new_empty(z.shape).index_put((order,), z)

@@ -1,11 +1,16 @@
 """One training loop for every stage: stages are config data (datasets, steps, lr, hard negatives).
 
-Four verbs, torchtune-style: build or load the model, resume from the last
-checkpoint if there is one, train, save. Each step samples one dataset
-(stochastic specialisation), embeds queries, targets and hard negatives in one
-forward pass of the single tower, and minimises the Matryoshka InfoNCE loss
-with a learnable temperature per dataset. The loop knows nothing of MLflow or
-Airflow: per-step metrics go through the ``log`` callback.
+Four verbs, torchtune-style: build or load the omni model, resume from the
+last checkpoint if there is one, train, save. Each step samples one dataset
+(stochastic specialisation); its rows are shown to the model under EVERY
+modality pattern the dataset lists (dataset-driven pattern matching,
+:mod:`sail_core.train.patterns`), all inputs of all patterns (queries, targets,
+hard negatives) are embedded in one pass of the single tower, and the loss is
+the sum over patterns and Matryoshka dims of InfoNCE with a learnable
+temperature per dataset (:mod:`sail_core.losses.patterns`). Frozen-tower media
+features come from the per-data-folder cache (:mod:`sail_core.model.media_features`).
+The loop knows nothing of MLflow or Airflow: per-step metrics go through the
+``log`` callback.
 
 Distributed: under ``torchrun`` (process group initialised before the call) the
 model is wrapped in DDP, negatives are gathered across ranks by the loss, each
@@ -29,8 +34,9 @@ import torch.distributed as dist
 from sail_core.config import Config, StageConfig
 from sail_core.losses.gather import world
 from sail_core.losses.infonce import InfoNCELoss
-from sail_core.model.embedder import SailEmbedder, build_model, load_model
-from sail_core.train.batches import PairBatch, make_batch, with_negatives
+from sail_core.losses.patterns import any_valid, pattern_losses
+from sail_core.model.item_inputs import ItemInputs
+from sail_core.model.omni import OMNI_CONFIG, OmniEmbedder, build_omni, load_omni
 from sail_core.train.checkpoint import (
     CHECKPOINTS,
     latest_checkpoint,
@@ -39,10 +45,11 @@ from sail_core.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sail_core.train.embed import embed_with_grad
+from sail_core.train.embed import embed_samples
 from sail_core.train.curves import plot_loss_curve, write_train_metrics
 from sail_core.train.hard_negatives import HardNegativePool
-from sail_core.train.pair_data import load_hard_negatives, load_item_texts, load_pairs
+from sail_core.train.pair_data import load_hard_negatives, load_pairs
+from sail_core.train.patterns import PatternBatch, build_pattern_batch
 from sail_core.train.sampler import StochasticSpecialisationSampler
 from sail_core.train.schedule import warmup_cosine
 
@@ -69,7 +76,7 @@ def _check_stage(cfg: Config, stage: StageConfig) -> None:
         raise ValueError(f"{where}.warmup_steps={stage.warmup_steps} must be below steps={stage.steps}")
 
 
-def _loss_for(cfg: Config, model: SailEmbedder, init_from: Path | None) -> InfoNCELoss:
+def _loss_for(cfg: Config, model: OmniEmbedder, init_from: Path | None) -> InfoNCELoss:
     """One temperature per configured dataset; carried over from the previous stage when saved there."""
     inits = {name: ds.temperature_init for name, ds in cfg.datasets.items()}
     saved = Path(init_from) / TEMPERATURES_FILE if init_from else None
@@ -78,13 +85,23 @@ def _loss_for(cfg: Config, model: SailEmbedder, init_from: Path | None) -> InfoN
     return InfoNCELoss(inits, dims=model.cfg.matryoshka_dims)
 
 
-def _embed_batch(net: torch.nn.Module, model: SailEmbedder, batch: PairBatch, one_forward: bool):
-    b, h = len(batch), batch.hard_negatives_per_query
-    texts = batch.queries + batch.targets + (batch.negatives or [])
-    z = embed_with_grad(net, model, texts, chunk=None if one_forward else 32)
-    q, t = z[:b], z[b : 2 * b]
-    hn = z[2 * b :].reshape(b, h, -1) if h else None
-    return q, t, hn
+def load_initial_model(cfg: Config, init_from: Path | None) -> OmniEmbedder:
+    """The previous stage's saved omni model, else ``build_omni(cfg.model)`` (pretrained backbone)."""
+    if init_from is None:
+        return build_omni(cfg.model)
+    if not (Path(init_from) / OMNI_CONFIG).exists():
+        raise FileNotFoundError(f"init_from {init_from} holds no saved omni model ({OMNI_CONFIG}); "
+                                "point it at a stage's model/ folder")
+    return load_omni(init_from)
+
+
+def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool):
+    """Pattern-matched loss terms of one batch (empty when no pattern had a valid row)."""
+    if not batch.samples or not any_valid(batch.pairs):
+        return {}
+    z = embed_samples(net, model, batch.samples, modes, chunk=None if one_forward else 64)
+    return pattern_losses(loss_fn, z, batch.dataset, batch.pairs, query_keys=batch.query_keys,
+                          target_keys=batch.target_keys, negative_keys=batch.negative_keys)
 
 
 def train_stage(
@@ -95,19 +112,22 @@ def train_stage(
     init_from: Path | None = None,
     log: Logger | None = None,
     keep_checkpoints: bool = False,
+    cache_dir: Path | None = None,
 ) -> dict:
     """Train one stage and save ``out_dir/model``; returns a summary dict.
 
     Args:
         cfg: the whole configuration (datasets, model, train.seed/threads).
         stage: the stage to run (``cfg.train.stages[i]``).
-        data_dir: folder with ``items.parquet`` and ``pairs/<dataset>.parquet``.
+        data_dir: folder with ``items.parquet`` (+ the media its paths name) and ``pairs/<dataset>.parquet``.
         out_dir: receives ``checkpoints/``, ``model/``, ``train_metrics.json``, ``loss_curve.png``.
-        init_from: a saved model folder (previous stage) to start from; else the pretrained backbone.
+        init_from: a saved omni model folder (previous stage) to start from; else ``build_omni(cfg.model)``.
         log: ``log(metrics, step)`` called every step on rank 0 (the tracking code passes MLflow's);
-            names are unprefixed: ``loss``, ``nce_<dim>_loss``, ``lr``, ``grad_norm``,
+            names are unprefixed: ``loss``, ``nce_<pattern>_<dim>_loss`` (pattern name-safe, e.g.
+            ``nce_image2text_384_loss``; only the step's dataset's patterns), ``lr``, ``grad_norm``,
             ``temperature.<dataset>``, ``count.<dataset>`` (cumulative steps drawn from it).
         keep_checkpoints: keep ``checkpoints/`` after a successful run (default: removed, the model is saved).
+        cache_dir: frozen-tower feature cache (default ``$SAIL_HOME/features/<data folder hash>``).
     """
     _check_stage(cfg, stage)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -118,7 +138,8 @@ def train_stage(
     lead = rank == 0
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    item_texts = load_item_texts(data_dir)
+    inputs = ItemInputs.from_data_dir(data_dir, cfg.model, cache_dir, progress=lead)
+    modes = inputs.collate_modes
     pairs = {name: load_pairs(data_dir, name, "train") for name in stage.datasets}
     empty = [n for n, p in pairs.items() if len(p) == 0]
     if empty:
@@ -132,21 +153,23 @@ def train_stage(
     pools: dict[str, HardNegativePool] = {}
     if stage.hard_negatives:
         for n in stage.datasets:
-            pools[n] = HardNegativePool(load_hard_negatives(data_dir, n), list(item_texts), stage.hard_negatives,
+            pools[n] = HardNegativePool(load_hard_negatives(data_dir, n), list(inputs.items), stage.hard_negatives,
                                         cfg.train.seed + rank)
 
-    model = load_model(init_from) if init_from else build_model(cfg.model)
+    model = load_initial_model(cfg, init_from)
     model.train()
     loss_fn = _loss_for(cfg, model, init_from)
+    temp_group = {"params": list(loss_fn.parameters()), "weight_decay": 0.0}
+    if stage.temperature_lr is not None:
+        temp_group["lr"] = stage.temperature_lr
     optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": stage.weight_decay},
-            {"params": list(loss_fn.parameters()), "weight_decay": 0.0},
-        ],
+        [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": stage.weight_decay},
+         temp_group],
         lr=stage.lr,
     )
+    data_rng = np.random.default_rng([cfg.train.seed, 3, rank])  # field dropout, keyframe sampling
     scheduler = warmup_cosine(optimizer, stage.warmup_steps, stage.steps)
-    # the backbone's pooler is unused by mean-of-tanh pooling, hence find_unused_parameters
+    # the backbone's pooler (and a modality absent from a step) is unused, hence find_unused_parameters
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if size > 1 else model
 
     ckpt_dir = out_dir / CHECKPOINTS
@@ -160,6 +183,8 @@ def train_stage(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
+        if "data_rng" in state:
+            data_rng.bit_generator.state = state["data_rng"]
         for n, s in state.get("pools", {}).items():
             pools[n].load_state_dict(s)
         set_rng_state(state["rng"])
@@ -175,18 +200,24 @@ def train_stage(
         progress = tqdm(total=stage.steps, initial=start, desc=f"train {stage.name}", unit="step", mininterval=1.0)
     for step in range(start + 1, stage.steps + 1):
         name, rows = sampler.next()
-        batch = make_batch(pairs[name].iloc[rows], name, cfg.datasets[name], item_texts)
+        frame = pairs[name].iloc[rows]
+        negatives = None
         if name in pools:
-            batch = with_negatives(batch, pools[name].draw(batch.query_keys.tolist()), cfg.datasets[name], item_texts)
-        q, t, hn = _embed_batch(net, model, batch, one_forward=size > 1)
-        terms = loss_fn(q, t, name, hard_negatives=hn, query_keys=batch.query_keys,
-                        target_keys=batch.target_keys, hard_negative_keys=batch.negative_keys)
+            from sail_core.losses.keys import side_key
+
+            negatives = pools[name].draw([side_key(r.get("query_item"), r.get("query_text"))
+                                          for r in frame.to_dict("records")])
+        batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True, rng=data_rng,
+                                    negatives=negatives)
+        terms = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1)
         summed = [v for k, v in terms.items() if k.endswith("_loss")]
-        if not summed:
-            raise RuntimeError(f"the loss returned no term ending in '_loss' (got {sorted(terms)})")
-        loss = torch.stack(summed).sum()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if summed:
+            loss = torch.stack(summed).sum()
+            loss.backward()
+        else:  # no row of this batch has any pattern's modalities: nothing to learn from it
+            LOG.warning("step %d: no pattern of dataset %r applies to any row of the batch; update skipped", step, name)
+            loss = torch.zeros(())
         if size > 1:  # temperatures live outside DDP: average their gradients by hand
             for p in loss_fn.parameters():
                 if p.grad is None:
@@ -215,6 +246,7 @@ def train_stage(
                 "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                 "pools": {n: p.state_dict() for n, p in pools.items()}, "rng": rng_state(),
+                "data_rng": data_rng.bit_generator.state,
                 "history": history, "meta": meta,
             })
         if size > 1 and step % stage.checkpoint_every == 0:

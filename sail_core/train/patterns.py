@@ -1,0 +1,112 @@
+"""Pair rows of one dataset -> the model inputs of EVERY pattern it lists, de-duplicated.
+
+For each row and each pattern ``Q->T`` of ``cfg.datasets[d].patterns`` the query
+side is shown as modality Q with the dataset's query instruction and the target
+side as T with its target instruction (:class:`sail_core.model.item_inputs.ItemInputs`).
+A side that lacks the modality gets index -1 and the row is skipped for that
+pattern. Identical inputs (same side, modality and instruction: an item that is
+the target of several rows, a genre label, a self-pair's item) are built once.
+Hard negatives are items shown as the pattern's target modality.
+
+The result is one list of :class:`OmniSample` (embedded in one pass) and, per
+pattern, a :class:`sail_core.losses.patterns.PatternPairs` of indices into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sail_core.config import DatasetConfig
+from sail_core.losses.keys import key_tensor, side_key
+from sail_core.losses.patterns import PatternPairs, split_pattern
+from sail_core.model.assembly import OmniSample
+from sail_core.model.item_inputs import ItemInputs
+
+
+@dataclass
+class PatternBatch:
+    dataset: str
+    samples: list[OmniSample]
+    pairs: list[PatternPairs]
+    query_keys: torch.Tensor                   # (B,) int64
+    target_keys: torch.Tensor                  # (B,) int64
+    negative_keys: torch.Tensor | None = None  # (B, H) int64
+
+    def __len__(self) -> int:
+        return int(self.query_keys.shape[0])
+
+
+def _present(value) -> bool:
+    return value is not None and value is not pd.NA and value == value
+
+
+def _side(r: dict, prefix: str, where: str) -> tuple[str | None, str | None]:
+    item, text = r.get(f"{prefix}_item"), r.get(f"{prefix}_text")
+    if _present(item):
+        return str(item), None
+    if _present(text):
+        return None, str(text)
+    raise ValueError(f"{where}: neither {prefix}_item nor {prefix}_text is set")
+
+
+class _Builder:
+    """Unique samples keyed by (side, modality, instruction)."""
+
+    def __init__(self, inputs: ItemInputs, train: bool, rng: np.random.Generator):
+        self.inputs, self.train, self.rng = inputs, train, rng
+        self.samples: list[OmniSample] = []
+        self.where: dict[tuple, int] = {}
+
+    def index(self, item: str | None, text: str | None, modality: str, instruction: str) -> int:
+        if not self.inputs.has(item, modality):
+            return -1
+        key = (item, text, modality, instruction)
+        if key not in self.where:
+            self.where[key] = len(self.samples)
+            self.samples.append(self.inputs.side(item, text, modality, instruction, self.train, self.rng))
+        return self.where[key]
+
+
+def build_pattern_batch(
+    rows: pd.DataFrame,
+    dataset: str,
+    ds_cfg: DatasetConfig,
+    inputs: ItemInputs,
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+    negatives: list[list[str]] | None = None,
+    patterns: list[str] | None = None,
+) -> PatternBatch:
+    """Inputs and per-pattern indices for ``rows`` (``patterns`` defaults to ``ds_cfg.patterns``)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    records = rows.to_dict("records")
+    if negatives is not None and (len(negatives) != len(records) or len({len(n) for n in negatives}) != 1):
+        raise ValueError("negatives must hold the same number of item ids for every row of the batch")
+    sides = [(_side(r, "query", f"pairs/{dataset} row {i}"), _side(r, "target", f"pairs/{dataset} row {i}"))
+             for i, r in enumerate(records)]
+    for (qi, _), (ti, _) in sides:
+        for item in (qi, ti):
+            if item is not None:
+                inputs.item(item)  # clear error for an unknown item
+    build = _Builder(inputs, train, rng)
+    pairs = []
+    for pattern in patterns or ds_cfg.patterns:
+        qm, tm = split_pattern(pattern)
+        q_idx = [build.index(*q, qm, ds_cfg.query_instruction) for q, _ in sides]
+        t_idx = [build.index(*t, tm, ds_cfg.target_instruction) for _, t in sides]
+        neg = None
+        if negatives is not None:
+            neg = torch.tensor([[build.index(str(n), None, tm, ds_cfg.target_instruction) for n in row]
+                                for row in negatives], dtype=torch.int64)
+        pairs.append(PatternPairs(pattern, torch.tensor(q_idx, dtype=torch.int64),
+                                  torch.tensor(t_idx, dtype=torch.int64), neg))
+    q_keys = key_tensor([side_key(*q) for q, _ in sides])
+    t_keys = key_tensor([side_key(*t) for _, t in sides])
+    n_keys = None
+    if negatives is not None:
+        n_keys = torch.tensor([[side_key(str(n), None) for n in row] for row in negatives], dtype=torch.int64)
+    return PatternBatch(dataset, build.samples, pairs, q_keys, t_keys, n_keys)
