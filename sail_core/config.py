@@ -212,6 +212,7 @@ class StageConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0.0)
     checkpoint_every: int = Field(50, ge=1)
     hard_negatives: int = Field(0, ge=0, description="mined hard negatives per query (stage III)")
+    temperature_lr: float | None = Field(None, gt=0.0, description="lr of the learnable temperatures; None = the stage's lr")
 
 
 class TrainConfig(_Strict):
