@@ -74,7 +74,7 @@ def audio_error(path: Path) -> str | None:
 def _file_error(root: Path, rel: str, column: str) -> str | None:
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
-        return (f"path {rel} is not inside the data folder: media paths must be relative to it "
+        return ("is not inside the data folder: media paths must be relative to it, without '..' "
                 "(`sail data import` copies media in)")
     path = root / p
     if not path.is_file():

@@ -21,6 +21,7 @@ import shutil
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+import multiprocessing
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -155,6 +156,7 @@ def render_media(
     Stale files under ``out/media`` (items no longer in the slice) are removed
     first. ``audio=True`` needs ``espeak-ng`` (checked before any work starts).
     """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sail_core.data import speech
@@ -169,12 +171,14 @@ def render_media(
         (media / sub).mkdir(parents=True, exist_ok=True)
     jobs = _jobs(items)
     workers = max(1, min(workers or default_workers(), len(jobs) // 8 or 1))
+    if multiprocessing.current_process().daemon:  # a daemon process may not start children
+        workers = 1
     chunk = max(1, min(32, len(jobs) // (workers * 8) or 1))
     chunks = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
     args = (str(out), int(seed), int(keyframes), int(size), bool(audio))
     results: list[tuple[str, str | None, str | None]] = []
     columns = [TextColumn("[bold]media"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, transient=True) as progress:
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("render", total=len(jobs))
         if workers == 1:
             for c in chunks:

@@ -86,7 +86,26 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     if width != 2:
         raise RuntimeError(f"espeak-ng wrote {8 * width}-bit audio; expected 16-bit PCM")
     x = np.frombuffer(raw[: len(raw) // 2 * 2], "<i2").astype(np.float32) / 32768.0
-    return resample(x, rate, SAMPLE_RATE)
+    # pad with silence to a 5-smooth length: the FFT resampler is ~15x slower on lengths with large prime factors
+    n_out = int(round(x.size * SAMPLE_RATE / rate))
+    padded = np.concatenate([x, np.zeros(_smooth_length(x.size) - x.size, np.float32)])
+    return resample(padded, rate, SAMPLE_RATE)[:n_out]
+
+
+def _smooth_length(n: int) -> int:
+    """The smallest ``2^a * 3^b * 5^c >= n``."""
+    best = 1 << max(0, int(n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def write_wav(path: Path, x: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
