@@ -53,7 +53,7 @@ def espeak_path() -> str:
     if path is None:
         raise EspeakMissing(
             "espeak-ng is not installed: the demo's spoken audio tracks need it. "
-            "Install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu; `make setup` does this), "
+            "Install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu; `make install` does this), "
             "or build the demo without media (data.media: false)."
         )
     return path
