@@ -139,3 +139,35 @@ def test_temperature_is_clamped_and_validated():
         InfoNCELoss({"a": 5.0})
     with pytest.raises(KeyError, match="no temperature"):
         loss.temperatures("missing")
+
+
+def test_valid_mask_equals_loss_on_the_valid_rows_only():
+    """Invalid rows (pattern matching: a side lacks the modality) are neither queries nor candidates."""
+    from sail_core.losses.infonce import compute_loss_from_embeddings
+
+    g = torch.Generator().manual_seed(3)
+    q, t = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    keys = torch.arange(6)
+    valid = torch.tensor([True, False, True, True, False, True])
+    masked = compute_loss_from_embeddings(q, t, 0.1, query_keys=keys + 100, target_keys=keys, valid=valid)
+    subset = compute_loss_from_embeddings(q[valid], t[valid], 0.1, query_keys=keys[valid] + 100, target_keys=keys[valid])
+    assert masked.item() == pytest.approx(subset.item(), rel=1e-6)
+    # garbage in invalid rows changes nothing
+    q2, t2 = q.clone(), t.clone()
+    q2[~valid], t2[~valid] = 1e3, -1e3
+    again = compute_loss_from_embeddings(q2, t2, 0.1, query_keys=keys + 100, target_keys=keys, valid=valid)
+    assert again.item() == pytest.approx(masked.item(), rel=1e-6)
+    none = compute_loss_from_embeddings(q, t, 0.1, valid=torch.zeros(6, dtype=torch.bool))
+    assert none.item() == 0.0
+
+
+def test_self_pairs_keep_their_own_target_as_positive():
+    """xmodal: query item == target item; the own column must stay the positive (not masked as 'the query')."""
+    from sail_core.losses.infonce import compute_loss_from_embeddings
+
+    g = torch.Generator().manual_seed(4)
+    q, t = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    keys = torch.tensor([11, 12, 13, 14])
+    got = compute_loss_from_embeddings(q, t, 0.1, query_keys=keys, target_keys=keys)
+    plain = compute_loss_from_embeddings(q, t, 0.1)
+    assert torch.isfinite(got) and got.item() == pytest.approx(plain.item(), rel=1e-6)

@@ -1,6 +1,7 @@
 """train_stage under a real 2-process gloo group (CPU): DDP path runs, ranks stay in sync, rank 0 writes.
 
-Two real processes, the real MiniLM backbone, two steps of batch 4 per rank.
+Two real processes, the real omni model (MiniLM + frozen media features) on the media data set,
+two steps of batch 4 per rank, every pattern of the drawn dataset in one forward.
 DDP keeps parameters identical on every rank; a broken gradient path (loss
 gather, temperature all-reduce) would make them drift apart or hang.
 """
@@ -17,18 +18,17 @@ import torch.multiprocessing as mp
 import tiny_pairs_data
 
 
-def _worker(rank: int, world: int, port: int, data: str, out: str, result: dict):
+def _worker(rank: int, world: int, port: int, data: str, out: str, cache: str, result: dict):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        from sail_core.config import load_config
         from sail_core.train.loop import train_stage
 
-        cfg = load_config(profile="tiny")
+        cfg = tiny_pairs_data.fast_config()
         stage = cfg.train.stages[0].model_copy(update={"steps": 2, "batch_size": 4, "checkpoint_every": 1,
                                                        "warmup_steps": 0})
-        summary = train_stage(cfg, stage, data, out, keep_checkpoints=True)
+        summary = train_stage(cfg, stage, data, out, keep_checkpoints=True, cache_dir=cache)
         result[rank] = summary
     finally:
         dist.destroy_process_group()
@@ -41,12 +41,12 @@ def _free_port() -> int:
 
 
 def test_two_rank_training(tmp_path):
-    data = tiny_pairs_data.build(tmp_path / "data")
+    data, cache = tiny_pairs_data.media_data()  # media: patterns with missing modalities on one rank only
     out = tmp_path / "out"
     result = mp.Manager().dict()
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(out), result), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(data), str(out), str(cache), result), nprocs=2, join=True)
     assert result[0]["steps_run"] == 2 and result[1]["steps_run"] == 2
     assert result[0]["dataset_counts"] == result[1]["dataset_counts"]  # same dataset on every rank each step
     assert result[0]["temperatures"] == result[1]["temperatures"]      # temperature grads were averaged
-    assert (out / "model" / "sail_model.json").exists() and (out / "train_metrics.json").exists()
+    assert (out / "model" / "sail_omni.json").exists() and (out / "train_metrics.json").exists()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_0000001.pt"]

@@ -1,4 +1,5 @@
-"""train_stage on the tiny profile with the real MiniLM backbone: outputs, logging, exact resume, hard negatives."""
+"""train_stage on the tiny profile with the real omni model (MiniLM + frozen media towers) on a media data set:
+outputs, pattern-named loss terms, logging, exact resume, hard negatives, temperature lr."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from sail_core.config import load_config
-from sail_core.model.embedder import load_model
+from sail_core.model.omni import load_omni
 from sail_core.train.checkpoint import list_checkpoints
 from sail_core.train.loop import train_stage
 
@@ -20,20 +20,35 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return tiny_pairs_data.build(tmp_path_factory.mktemp("train") / "data")
+def media():
+    return tiny_pairs_data.media_data()
+
+
+@pytest.fixture(scope="module")
+def data(media, tmp_path_factory):
+    import shutil
+
+    # a private copy (the hard-negative test adds files); the copy keeps mtimes, so cached features are reused
+    out = tmp_path_factory.mktemp("train") / "data"
+    shutil.copytree(media[0], out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cache(media):
+    return media[1]
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config(profile="tiny")
+    return tiny_pairs_data.fast_config()
 
 
 @pytest.fixture(scope="module")
-def full_run(cfg, data, tmp_path_factory):
+def full_run(cfg, data, cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     logged = []
-    summary = train_stage(cfg, cfg.train.stages[0], data, out, log=lambda m, s: logged.append((s, m)))
+    summary = train_stage(cfg, cfg.train.stages[0], data, out, log=lambda m, s: logged.append((s, m)), cache_dir=cache)
     return out, summary, logged
 
 
@@ -44,23 +59,27 @@ def test_outputs_summary_and_logs(cfg, full_run):
     assert summary["final_loss"] > 0 and summary["samples_per_s"] > 0
     assert sum(summary["dataset_counts"].values()) == stage.steps
     assert [s for s, _ in logged] == list(range(1, stage.steps + 1))
-    keys = set(logged[-1][1])
     dims = cfg.model.matryoshka_dims
-    assert {f"nce_{d}_loss" for d in dims} | {"loss", "lr"} <= keys
-    assert {f"temperature.{n}" for n in stage.datasets} <= keys
-    last = logged[-1][1]
-    assert last["loss"] == pytest.approx(sum(last[f"nce_{d}_loss"] for d in dims), rel=1e-5)
+    history = json.loads((out / "train_metrics.json").read_text())["history"]
+    for (_, m), h in zip(logged, history):
+        keys = set(m)
+        assert {"loss", "lr"} | {f"temperature.{n}" for n in stage.datasets} <= keys
+        # the step's dataset's patterns, one term per pattern and dim (patterns lacking rows may be absent)
+        names = {f"nce_{p.replace('->', '2')}_{d}_loss" for p in cfg.datasets[h["dataset"]].patterns for d in dims}
+        terms = {k for k in keys if k.endswith("_loss")}
+        assert terms and terms <= names
+        assert m["loss"] == pytest.approx(sum(m[k] for k in terms), rel=1e-5)
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert len(metrics["history"]) == stage.steps and metrics["summary"]["stage"] == "stage1"
     assert (out / "loss_curve.png").stat().st_size > 0
     assert not (out / "checkpoints").exists()  # removed after success by default
-    model = load_model(out / "model")
-    assert model.embed_texts(["Alien Day"]).shape == (1, 384)
+    model = load_omni(out / "model")
+    assert (out / "model" / "sail_omni.json").exists()
     temps = json.loads((out / "model" / "temperatures.json").read_text())
     assert set(temps) == set(cfg.datasets)
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(cfg, data, full_run, tmp_path):
+def test_resume_after_interruption_matches_uninterrupted_run(cfg, data, cache, full_run, tmp_path):
     _, _, reference = full_run
     stage = cfg.train.stages[0]  # steps 4, checkpoint_every 2
 
@@ -69,10 +88,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(cfg, data, full_run
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_stage(cfg, stage, data, tmp_path, log=crash_at_3)
+        train_stage(cfg, stage, data, tmp_path, log=crash_at_3, cache_dir=cache)
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_0000002.pt"]
     logged = []
-    summary = train_stage(cfg, stage, data, tmp_path, log=lambda m, s: logged.append((s, m)))
+    summary = train_stage(cfg, stage, data, tmp_path, log=lambda m, s: logged.append((s, m)), cache_dir=cache)
     assert summary["resumed_from_step"] == 2 and summary["steps_run"] == 2
     assert [s for s, _ in logged] == [3, 4]
     for (s, m), (rs, rm) in zip(logged, reference[2:]):
@@ -82,26 +101,27 @@ def test_resume_after_interruption_matches_uninterrupted_run(cfg, data, full_run
     assert [h["step"] for h in history] == [1, 2, 3, 4]
 
 
-def test_resume_warns_when_steps_differ(cfg, data, tmp_path):
-    stage = cfg.train.stages[0].model_copy(update={"steps": 3, "checkpoint_every": 1, "warmup_steps": 0})
+def test_resume_warns_when_steps_differ(cfg, data, cache, tmp_path):
+    stage = cfg.train.stages[0].model_copy(update={"steps": 3, "checkpoint_every": 1, "warmup_steps": 0,
+                                                   "batch_size": 4})
 
     def crash_at_2(metrics, step):
         if step == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_stage(cfg, stage, data, tmp_path, log=crash_at_2)
+        train_stage(cfg, stage, data, tmp_path, log=crash_at_2, cache_dir=cache)
     with pytest.warns(UserWarning, match="checkpoint has steps=3 but this run has steps=2"):
-        summary = train_stage(cfg, stage.model_copy(update={"steps": 2}), data, tmp_path)
+        summary = train_stage(cfg, stage.model_copy(update={"steps": 2}), data, tmp_path, cache_dir=cache)
     assert summary["steps_run"] == 1
 
 
-def test_hard_negatives_stage_and_init_from(cfg, data, full_run, tmp_path):
+def test_hard_negatives_stage_init_from_and_temperature_lr(cfg, data, cache, full_run, tmp_path):
     out, _, _ = full_run
-    stage = cfg.train.stages[0].model_copy(update={"name": "stage3", "steps": 2, "hard_negatives": 2,
-                                                   "datasets": ["copair_i2i", "q2i"]})
+    stage = cfg.train.stages[0].model_copy(update={"name": "stage3", "steps": 2, "hard_negatives": 2, "batch_size": 4,
+                                                   "datasets": ["copair_i2i", "q2i"], "temperature_lr": 0.05})
     with pytest.raises(FileNotFoundError, match="hard_negatives/copair_i2i.parquet does not exist"):
-        train_stage(cfg, stage, data, tmp_path / "missing")
+        train_stage(cfg, stage, data, tmp_path / "missing", cache_dir=cache)
     hn = data / "hard_negatives"
     hn.mkdir(exist_ok=True)
     pairs = pd.read_parquet(data / "pairs" / "copair_i2i.parquet")
@@ -111,5 +131,12 @@ def test_hard_negatives_stage_and_init_from(cfg, data, full_run, tmp_path):
         hn / "q2i.parquet")
     logged = []
     summary = train_stage(cfg, stage, data, tmp_path / "s3", init_from=out / "model",
-                          log=lambda m, s: logged.append(m))
+                          log=lambda m, s: logged.append(m), cache_dir=cache)
     assert summary["steps_run"] == 2 and all(m["loss"] > 0 for m in logged)
+    # temperatures carried over from stage 1, then moved by their own (large) lr
+    before = json.loads((out / "model" / "temperatures.json").read_text())
+    after = summary["temperatures"]
+    drawn = [n for n, c in summary["dataset_counts"].items() if c]
+    assert all(abs(after[n] - before[n]) > 1e-3 for n in drawn)
+    with pytest.raises(FileNotFoundError, match="no saved omni model"):
+        train_stage(cfg, stage, data, tmp_path / "bad", init_from=tmp_path, cache_dir=cache)

@@ -98,7 +98,7 @@ def _onnx_tower(cache_dir: Path, image_size: int):
             def forward(self, x):
                 return self.t.net.extract_features(x)
 
-        tmp = path.with_suffix(".tmp.onnx")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
         import warnings
 
         with warnings.catch_warnings():
@@ -157,7 +157,7 @@ def _audio_features(data_dir: Path, rels: list[str], chunk_seconds: float, progr
 
 
 def _write_array(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         np.save(fh, array)
     os.replace(tmp, path)
@@ -217,7 +217,7 @@ def load_media_features(
     audio_index, audio_array = _update(
         "audio", data_dir, cache_dir, audios, index,
         lambda rels: _audio_features(data_dir, rels, chunk_seconds, progress))
-    tmp = index_path.with_name(f".{INDEX}.tmp")
+    tmp = index_path.with_name(f".{INDEX}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"signature": signature, "image": image_index, "audio": audio_index}))
     os.replace(tmp, index_path)
     feats = MediaFeatures({r: v[0] for r, v in image_index.items()}, image_array,

@@ -138,8 +138,13 @@ def train_stage(
     lead = rank == 0
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    if size > 1 and not lead:
+        dist.barrier()  # rank 0 fills the media feature cache first; the others then read it
     inputs = ItemInputs.from_data_dir(data_dir, cfg.model, cache_dir, progress=lead)
+    if size > 1 and lead:
+        dist.barrier()
     modes = inputs.collate_modes
+    seed_everything(cfg.train.seed)  # again: computing media features may have drawn from torch's RNG
     pairs = {name: load_pairs(data_dir, name, "train") for name in stage.datasets}
     empty = [n for n, p in pairs.items() if len(p) == 0]
     if empty:
