@@ -4,8 +4,8 @@
 - ``repository``: writes a standard Triton model repository (python backend).
 - ``server``: local ``tritonserver`` lifecycle (start, stop, status).
 - ``promote``: load a new version, check it through Triton, roll back on failure.
-- ``client``: embed texts over HTTP or gRPC with tritonclient.
-- ``backend/``: the files that run *inside* Triton (``model.py``, ``embedding.py``).
+- ``client``: embed text, images, keyframes and audio over HTTP or gRPC with tritonclient.
+- ``backend/``: the files that run *inside* Triton (``model.py``, ``omni_embedding.py``, ``embedding.py``).
 
 Nothing here imports torch or MLflow: the lead's pipeline code sets registry
 aliases after these functions return.

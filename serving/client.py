@@ -119,8 +119,9 @@ def infer(client, cfg: ServeConfig, protocol: Protocol = "http", model_version: 
     """One request of ``rows`` (``build_inputs`` keywords); returns the embeddings and the serving version."""
     from tritonclient.utils import InferenceServerException
 
+    inputs = build_inputs(protocol=protocol, **rows)  # file and shape errors surface here, not as "unavailable"
     try:
-        result = client.infer(cfg.model_name, build_inputs(protocol=protocol, **rows), model_version=model_version,
+        result = client.infer(cfg.model_name, inputs, model_version=model_version,
                               outputs=[_module(protocol).InferRequestedOutput("EMBEDDING")])
     except InferenceServerException as err:
         message = str(err.message() or err)

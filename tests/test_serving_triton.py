@@ -1,9 +1,11 @@
-"""The real tritonserver on 127.0.0.1: promote, swap, failed promotion, rollback, bad requests, restart.
+"""The real tritonserver on 127.0.0.1 serving the omni model: every modality combination, promote, swap,
+failed promotion, rollback, malformed requests, the issue-2 text model, restart.
 
 One server (free ports, temporary model repository) is shared by the module;
 the tests run in file order and walk one model through its life:
-v1 promoted -> v2 promoted under load -> broken v3 refused under load (v2 keeps
-serving) -> rollback to v1 -> malformed requests -> restart restores v1.
+v1 promoted (each modality combination checked against PyTorch) -> v2 promoted
+under load -> broken v3 refused under load (v2 keeps serving) -> rollback to
+v1 -> malformed requests -> restart restores v1.
 
 The Triton runtime venv is shared: ``$SAIL_TRITON_VENV`` if set, else the
 default ``home().triton_venv``; it is created (about 40 s, from PyPI) if missing.
@@ -13,28 +15,47 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 import time
 
 import numpy as np
 import pytest
-import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from sail_core.config import load_config  # noqa: E402
-from sail_core.export.onnx import export_onnx  # noqa: E402
-from sail_core.model.embedder import build_model  # noqa: E402
-from sail_core.paths import home  # noqa: E402
-from serving import server  # noqa: E402
-from serving.backend.embedding import OnnxTextEmbedder  # noqa: E402
-from serving.client import ServingRequestError, ServingUnavailable, embed, infer_batch, make_client  # noqa: E402
-from serving.ephemeral import ephemeral_server, free_ports  # noqa: E402
-from serving.promote import PromotionError, promote, rollback, serving_state  # noqa: E402
-from serving.runtime import ensure_runtime  # noqa: E402
+from omni_exports import ITEM, QUERY, omni_export, torch_embed
+from sail_core.config import load_config
+from sail_core.export import samples
+from sail_core.paths import home
+from serving import server
+from serving.backend.omni_embedding import OnnxOmniEmbedder, truncate_normalise
+from serving.client import (
+    ServingRequestError,
+    ServingUnavailable,
+    embed,
+    embed_files,
+    infer,
+    infer_batch,
+    make_client,
+)
+from serving.ephemeral import ephemeral_server, free_ports
+from serving.promote import PromotionError, promote, rollback, serving_state
+from serving.runtime import ensure_runtime
 
 TEXTS = ["Toy Story (1995)", "a funny cartoon about toys that come alive",
          "Fargo (1996) | Crime, Drama, Thriller", "Heat (1995)"]
+PNG = samples.image_bytes(201, (240, 160), "PNG")
+JPEG = samples.image_bytes(202, (100, 150), "JPEG")
+FRAMES = [samples.image_bytes(210 + j, (160, 90), "JPEG") for j in range(3)]
+WAV = samples.wav_bytes(203, seconds=2.0, rate=16000)
+# name: rows sent in one request (text, image, frames, audio), each combination the issue names
+COMBOS = {
+    "text": dict(texts=TEXTS[:2]),
+    "image": dict(images=[PNG, JPEG]),
+    "audio": dict(audios=[WAV]),
+    "frames": dict(frames=[FRAMES, FRAMES[:1]]),
+    "text+image": dict(texts=TEXTS[2:4], images=[JPEG, PNG]),
+    "all": dict(texts=[TEXTS[0]], images=[PNG], frames=[FRAMES], audios=[WAV]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +69,17 @@ def runtime():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Two real exports (v1: MiniLM as shipped; v2: last layer perturbed) and a corrupt v3."""
-    cfg = load_config(profile="tiny")
+    """Two real omni exports (v2: a different model) and a corrupt v3."""
+    cfg = load_config(profile="demo")
     root = tmp_path_factory.mktemp("exports")
-    model = build_model(cfg.model).eval()
-    export_onnx(model, root / "v1")
-    want_v1 = model.embed_texts(TEXTS).numpy()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.backbone.encoder.layer[-1].parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=generator))
-    export_onnx(model, root / "v2")
-    want_v2 = model.embed_texts(TEXTS).numpy()
-    shutil.copytree(root / "v2", root / "v3")
+    v1, model1, _ = omni_export(1)
+    v2, model2, _ = omni_export(2)
+    shutil.copytree(v2, root / "v3")
     (root / "v3" / "model.onnx").write_bytes(b"this is not an onnx graph")
-    assert np.abs(want_v1 - want_v2).max() > 1e-2, "v1 and v2 must be told apart"
-    return {"cfg": cfg, "dirs": {v: root / f"v{v}" for v in (1, 2, 3)}, "torch": {1: want_v1, 2: want_v2}}
+    want = {1: torch_embed(model1, TEXTS, [None] * 4, [None] * 4, [None] * 4, [QUERY] * 4),
+            2: torch_embed(model2, TEXTS, [None] * 4, [None] * 4, [None] * 4, [QUERY] * 4)}
+    assert np.abs(want[1] - want[2]).max() > 1e-2, "v1 and v2 must be told apart"
+    return {"cfg": cfg, "dirs": {1: v1, 2: v2, 3: root / "v3"}, "torch": want, "model": {1: model1, 2: model2}}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +126,14 @@ def served_version(cfg) -> str:
         client.close()
 
 
+def _torch_rows(model, rows: dict, dim=None) -> np.ndarray:
+    n = len(next(iter(rows.values())))
+    col = lambda k: list(rows.get(k) or [None] * n)  # noqa: E731
+    media = [any(x is not None for x in r) for r in zip(col("images"), col("frames"), col("audios"))]
+    return torch_embed(model, col("texts"), col("images"), col("frames"), col("audios"),
+                       [ITEM if m else QUERY for m in media], dim)
+
+
 def test_server_is_live_with_no_model(triton):
     st = server.status(triton["state"])
     assert st["running"] and st["live"] and st["ready"]
@@ -117,33 +141,72 @@ def test_server_is_live_with_no_model(triton):
     assert st["models"] == []
 
 
-def test_promote_v1_serves_and_matches(triton, models):
+def test_promote_v1_smoke_checks_every_modality(triton, models):
     cfg = triton["cfg"]
+    started = time.perf_counter()
     result = promote(models["dirs"][1], 1, cfg, triton["repo"])
+    print(f"promote v1: load {result['load_seconds']} s, smoke {result['check_seconds']} s, "
+          f"total {time.perf_counter() - started:.1f} s")
     assert result["version"] == 1 and result["previous"] is None
+    assert set(result["smoke"]) == {"text", "image", "audio", "all"}
     assert result["max_abs_diff"] <= 1e-4
-    full = embed(TEXTS, None, cfg)
-    np.testing.assert_allclose(full, OnnxTextEmbedder(models["dirs"][1]).embed(TEXTS), atol=1e-4)
-    np.testing.assert_allclose(full, models["torch"][1], atol=1e-4)  # end to end against PyTorch
-    short = embed(TEXTS, 64, cfg, protocol="grpc")
-    assert short.shape == (4, 64)
-    np.testing.assert_allclose(np.linalg.norm(short, axis=1), 1.0, atol=1e-5)
-    head = models["torch"][1][:, :64]
-    np.testing.assert_allclose(short, head / np.linalg.norm(head, axis=1, keepdims=True), atol=1e-4)
+    assert result["dims"] == [384, 128, 64]
     assert serving_state(cfg, triton["repo"])["current"] == 1
     st = server.status(triton["state"])
     assert [(m["version"], m["state"]) for m in st["models"] if m["state"] == "READY"] == [("1", "READY")]
 
 
-def test_preprocess_copy_imports_in_the_triton_env(runtime, triton):
-    """Every module of the copied sail_core/preprocess imports with numpy<2 and without torch."""
-    import subprocess
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_each_modality_combination_matches_pytorch(triton, models, combo):
+    """Raw bytes through Triton == PyTorch on the same bytes == onnxruntime in-process, at every dim."""
+    cfg, rows = triton["cfg"], COMBOS[combo]
+    want = _torch_rows(models["model"][1], rows)
+    reference = OnnxOmniEmbedder(models["dirs"][1]).embed(**rows)
+    np.testing.assert_allclose(reference, want, atol=1e-4)
+    for dim, protocol in ((None, "http"), (128, "grpc"), (64, "http")):
+        got = embed(dim=dim, cfg=cfg, protocol=protocol, **rows)
+        assert got.shape == (len(want), dim or 384)
+        expect = truncate_normalise(want, dim) if dim else want
+        np.testing.assert_allclose(got, expect, atol=1e-4)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
+
+def test_text_only_call_of_issue_2_still_works(triton, models):
+    full = embed(TEXTS, None, triton["cfg"], "http")  # the lead's positional call
+    np.testing.assert_allclose(full, models["torch"][1], atol=1e-4)
+    item = embed(TEXTS[:1], None, triton["cfg"], "http", side="target")
+    want = torch_embed(models["model"][1], TEXTS[:1], [None], [None], [None], [ITEM])
+    np.testing.assert_allclose(item, want, atol=1e-4)
+
+
+def test_embed_files_for_the_cli(triton, models, tmp_path):
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    wav = tmp_path / "title.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "Toy Story, animation, comedy"], check=True, capture_output=True)
+    cover = tmp_path / "cover.png"
+    cover.write_bytes(PNG)
+    vec = embed_files("Toy Story (1995)", cover, wav, 128, triton["cfg"], "grpc")
+    want = torch_embed(models["model"][1], ["Toy Story (1995)"], [PNG], [None], [wav.read_bytes()], [ITEM], 128)
+    assert vec.shape == (128,)
+    np.testing.assert_allclose(vec, want[0], atol=1e-4)
+    only_audio = embed_files(None, None, wav, None, triton["cfg"], "http")
+    assert only_audio.shape == (384,) and np.abs(only_audio - embed_files("Toy Story (1995)", None, None, None,
+                                                                          triton["cfg"])).max() > 1e-3
+    with pytest.raises(ValueError, match="nothing to embed"):
+        embed_files(None, None, None, None, triton["cfg"])
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        embed_files(None, tmp_path / "missing.jpg", None, None, triton["cfg"])
+
+
+def test_preprocess_copy_imports_in_the_triton_env(runtime, triton):
+    """Every module of the copied sail_core/preprocess and the runners import with numpy<2 and without torch."""
     version_dir = triton["repo"] / triton["cfg"].model_name / "1"
     modules = sorted(p.stem for p in (version_dir / "sail_core" / "preprocess").glob("*.py") if p.stem != "__init__")
     code = ("import importlib, sys, numpy; assert numpy.__version__ < '2', numpy.__version__\n"
             f"for m in {modules!r}: importlib.import_module('sail_core.preprocess.' + m)\n"
-            "import embedding; assert 'torch' not in sys.modules")
+            "import embedding, omni_embedding; assert 'torch' not in sys.modules\n"
+            "omni_embedding.OnnxOmniEmbedder('.')")
     proc = subprocess.run([str(runtime.venv / "bin" / "python"), "-c", code], cwd=version_dir,
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})
     assert proc.returncode == 0, proc.stderr
@@ -198,14 +261,88 @@ def test_refused_first_version_leaves_nothing_loaded(triton, models):
     assert served_version(triton["cfg"]) == "1"
 
 
+def _raw_request(cfg, protocol, inputs):
+    """A request built by hand (the client refuses to send some of these)."""
+    module = __import__(f"tritonclient.{protocol}", fromlist=["InferInput"])
+    client = make_client(cfg, protocol)
+    try:
+        tensors = []
+        for name, data, dtype in inputs:
+            t = module.InferInput(name, list(data.shape), dtype)
+            t.set_data_from_numpy(data)
+            tensors.append(t)
+        return client.infer(cfg.model_name, tensors)
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_malformed_requests_get_clear_errors(triton, protocol):
     cfg = triton["cfg"]
-    with pytest.raises(ServingRequestError, match="empty string"):
-        embed(["fine", ""], None, cfg, protocol=protocol)
-    with pytest.raises(ServingRequestError, match=r"DIM=100 is not a Matryoshka dim.*allowed dims: \[384, 128, 64\]"):
-        embed(["fine"], 100, cfg, protocol=protocol)
+    from tritonclient.utils import InferenceServerException
+
+    bad = [
+        (dict(texts=["fine", "also fine"], images=[PNG, b"this is not an image"]),
+         r"IMAGE\[1\]: .*not a decodable image.*send JPEG or PNG"),
+        (dict(frames=[[PNG, b"\x89PNG broken"]]), r"FRAMES\[0\]\[1\]: .*not a decodable image"),
+        (dict(audios=[b"RIFF....WAVEfmt "]), r"AUDIO\[0\]: .*not a readable PCM WAV"),
+        (dict(audios=[PNG]), r"AUDIO\[0\]: .*not a readable PCM WAV"),
+        (dict(texts=["fine", ""]), r"row 1 is empty"),
+        (dict(texts=["fine"], dim=100), r"DIM=100 is not a Matryoshka dim.*allowed dims: \[384, 128, 64\]"),
+        (dict(texts=["fine"], task="nope"), r"TASK='nope' is not a dataset or task"),
+    ]
+    for rows, message in bad:
+        with pytest.raises(ServingRequestError, match=message):
+            embed(cfg=cfg, protocol=protocol, **rows)
+    # an empty request: no modality at all (only DIM)
+    with pytest.raises(InferenceServerException, match="no TEXT, IMAGE, FRAMES or AUDIO"):
+        _raw_request(cfg, protocol, [("DIM", np.array([[64]], dtype=np.int32), "INT32")])
     assert embed(["still serving"], 128, cfg, protocol=protocol).shape == (1, 128)
+    assert embed(images=[PNG], dim=64, cfg=cfg, protocol=protocol).shape == (1, 64)
+
+
+def test_bad_requests_do_not_disturb_concurrent_good_ones(triton, models):
+    """Good and bad requests at once (the dynamic batcher may put them in one batch): each gets its own answer."""
+    cfg = triton["cfg"]
+    want = OnnxOmniEmbedder(models["dirs"][1]).embed(texts=TEXTS[:1], images=[PNG])
+    results: dict[int, object] = {}
+
+    def call(k):
+        client = make_client(cfg)
+        try:
+            rows = dict(texts=TEXTS[:1], images=[PNG]) if k % 2 == 0 else dict(images=[b"not an image at all"])
+            results[k] = infer(client, cfg, "http", **rows)[0]
+        except Exception as err:  # noqa: BLE001
+            results[k] = err
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for k, r in results.items():
+        if k % 2 == 0:
+            np.testing.assert_allclose(r, want, atol=1e-4)
+        else:
+            assert isinstance(r, ServingRequestError) and "not a decodable image" in str(r)
+    assert len(results) == 8
+
+
+def test_the_issue_2_text_model_is_served_too(triton, tmp_path):
+    """A text-only export (format sail-embedding-onnx/1) promotes and serves TEXT; media are refused clearly."""
+    from sail_core.export.onnx import export_onnx
+    from sail_core.model.embedder import build_model
+
+    model = build_model(load_config(profile="tiny").model).eval()
+    export_onnx(model, tmp_path / "text")
+    cfg = triton["cfg"].model_copy(update={"model_name": "sail_text"})
+    result = promote(tmp_path / "text", 1, cfg, triton["repo"])
+    assert set(result["smoke"]) == {"text"}
+    np.testing.assert_allclose(embed(TEXTS, None, cfg), model.embed_texts(TEXTS).numpy(), atol=1e-4)
+    with pytest.raises(ServingRequestError, match="text-only model; it cannot take IMAGE"):
+        embed(TEXTS[:1], None, cfg, images=[PNG])
 
 
 def test_client_says_how_to_start_a_server(models):
@@ -220,6 +357,10 @@ def test_restart_serves_the_current_version(triton, models):
     cfg, state = triton["cfg"], triton["state"]
     assert server.stop(state)["result"] == "stopped"
     assert server.status(state)["running"] is False
+    started = time.perf_counter()
     info = server.start(triton["repo"], cfg, state_dir=state)
+    print(f"restart + load of {sorted(info.loaded)}: {time.perf_counter() - started:.1f} s")
     assert cfg.model_name in info.loaded
     assert served_version(cfg) == "1"
+    np.testing.assert_allclose(embed(images=[PNG], cfg=cfg), OnnxOmniEmbedder(models["dirs"][1]).embed(images=[PNG]),
+                               atol=1e-4)
