@@ -1,7 +1,12 @@
 """Serving benchmark: embeddings/s and p50/p99 latency through Triton (HTTP, gRPC) vs onnxruntime in-process.
 
-    .venv/bin/python bench/serving.py                       # exports the untrained MiniLM to a temp dir
+    .venv/bin/python bench/serving.py                       # exports the untrained demo omni model to a temp dir
     .venv/bin/python bench/serving.py --onnx-dir models/onnx --seconds 5 --out bench/results/serving.json
+    .venv/bin/python bench/serving.py --modalities text     # the issue-2 text-only rows only
+
+Rows: ``text`` (raw texts, the issue-2 benchmark) and ``text+image`` (each
+row a text and a PNG cover: JPEG/PNG decode, resize, EfficientNet-Lite0 ONNX,
+then the encoder), for the same number of rows per request.
 
 Starts its own tritonserver on free loopback ports with a temporary model
 repository (it never touches the server under SAIL_HOME), promotes the export
@@ -34,8 +39,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from sail_core.config import load_config  # noqa: E402
-from serving.backend.embedding import OnnxTextEmbedder  # noqa: E402
-from serving.client import infer_batch, make_client  # noqa: E402
+from sail_core.export import samples  # noqa: E402
+from serving.client import infer, make_client  # noqa: E402
 from serving.ephemeral import ephemeral_server  # noqa: E402
 from serving.promote import promote  # noqa: E402
 
@@ -53,14 +58,42 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
 
 def export_untrained(out: Path, profile: str) -> Path:
     from sail_core.export.onnx import export_onnx
-    from sail_core.model.embedder import build_model
+    from sail_core.model.omni import build_omni
 
-    console.print("exporting the untrained MiniLM embedder to ONNX (no --onnx-dir given) ...")
-    export_onnx(build_model(load_config(profile=profile).model), out)
+    console.print("exporting the untrained demo omni model to ONNX (no --onnx-dir given) ...")
+    cfg = load_config(profile=profile)
+    result = export_onnx(build_omni(cfg.model), out, datasets=cfg.datasets)
+    console.print(f"  exported in {result['export_seconds']} s; parity {result.get('parity')}")
     return out
 
 
-def run_cell(make_worker, concurrency: int, seconds: float, batches: list[list[str]]) -> dict:
+def make_rows(modality: str, texts: list[str], k: int) -> list[dict]:
+    """Requests of ``k`` rows: ``{"texts": [...]}`` or ``{"texts": [...], "images": [...]}``."""
+    images = [samples.image_bytes(s, (320, 180), "PNG") for s in range(16)]
+    out = []
+    for i in range(0, len(texts), k):
+        rows = {"texts": texts[i : i + k]}
+        if modality == "text+image":
+            rows["images"] = [images[(i + j) % len(images)] for j in range(len(rows["texts"]))]
+        out.append(rows)
+    return out
+
+
+def reference_for(onnx_dir: Path):
+    """The in-process onnxruntime runner of the export (omni or issue-2 text) and its call."""
+    meta = json.loads((onnx_dir / "export.json").read_text())
+    if meta.get("format") == "sail-omni-onnx/1":
+        from serving.backend.omni_embedding import OnnxOmniEmbedder
+
+        ref = OnnxOmniEmbedder(onnx_dir)
+        return meta, lambda rows, dim: ref.embed(dim=dim, **rows)
+    from serving.backend.embedding import OnnxTextEmbedder
+
+    ref = OnnxTextEmbedder(onnx_dir)
+    return meta, lambda rows, dim: ref.embed(rows["texts"], dim)
+
+
+def run_cell(make_worker, concurrency: int, seconds: float, batches: list[dict]) -> dict:
     """``concurrency`` threads send requests for ``seconds``; returns throughput and latency figures."""
     latencies: list[float] = []
     texts_done = [0]
@@ -88,7 +121,7 @@ def run_cell(make_worker, concurrency: int, seconds: float, batches: list[list[s
                 elapsed = time.perf_counter() - t0
                 with lock:
                     latencies.append(elapsed)
-                    texts_done[0] += len(batch)
+                    texts_done[0] += len(batch["texts"])
                 i += concurrency
         finally:
             close()
@@ -116,11 +149,12 @@ def run_cell(make_worker, concurrency: int, seconds: float, batches: list[list[s
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx-dir", type=Path, default=None, help="export folder (default: export untrained MiniLM)")
+    parser.add_argument("--onnx-dir", type=Path, default=None, help="export folder (default: export the untrained omni model)")
+    parser.add_argument("--modalities", default="text,text+image", help="row kinds to measure: text, text+image")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serving.json")
     parser.add_argument("--profile", default="demo", help="params.yaml profile for model/serve settings")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
-    parser.add_argument("--texts-per-request", type=int, default=4)
+    parser.add_argument("--texts-per-request", type=int, default=4, help="rows per request")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--dim", type=int, default=None, help="Matryoshka dim to request (default: full)")
     args = parser.parse_args(argv)
@@ -129,15 +163,17 @@ def main(argv: list[str] | None = None) -> dict:
     levels = [int(c) for c in args.concurrency.split(",")]
     texts = make_texts(512)
     k = args.texts_per_request
-    batches = [texts[i : i + k] for i in range(0, len(texts), k)]
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sail-bench-serving-") as tmp:
         tmp = Path(tmp)
         onnx_dir = args.onnx_dir or export_untrained(tmp / "onnx", args.profile)
-        reference = OnnxTextEmbedder(onnx_dir)
+        meta, reference = reference_for(onnx_dir)
+        modalities = [m for m in args.modalities.split(",") if m]
+        if meta.get("format") != "sail-omni-onnx/1":
+            modalities = ["text"]
 
         def ort_worker():
-            return (lambda batch: reference.embed(batch, args.dim)), (lambda: None)
+            return (lambda rows: reference(rows, args.dim)), (lambda: None)
 
         t0 = time.perf_counter()
         with ephemeral_server(tmp / "repo", cfg.serve, tmp / "state") as (serve_cfg, _info):
@@ -149,21 +185,24 @@ def main(argv: list[str] | None = None) -> dict:
             def triton_worker(protocol):
                 def make():
                     client = make_client(serve_cfg, protocol)
-                    return (lambda batch: infer_batch(client, batch, args.dim, serve_cfg, protocol)), client.close
+                    return (lambda rows: infer(client, serve_cfg, protocol, dim=args.dim, **rows)), client.close
                 return make
 
             backends = [("onnxruntime (in-process)", ort_worker), ("triton http", triton_worker("http")),
                         ("triton grpc", triton_worker("grpc"))]
-            for name, make_worker in backends:
-                for level in levels:
-                    console.print(f"  {name}, concurrency {level} ...")
-                    results.append({"backend": name, **run_cell(make_worker, level, args.seconds, batches)})
+            for modality in modalities:
+                batches = make_rows(modality, texts, k)
+                for name, make_worker in backends:
+                    for level in levels:
+                        console.print(f"  {modality}: {name}, concurrency {level} ...")
+                        results.append({"rows": modality, "backend": name,
+                                        **run_cell(make_worker, level, args.seconds, batches)})
 
-    table = Table(title=f"Serving throughput ({k} texts/request, dim {args.dim or 'full'}, {os.cpu_count()} CPUs)")
-    for col in ("backend", "threads", "emb/s", "p50 ms", "p99 ms", "reqs", "errors"):
-        table.add_column(col, justify="left" if col == "backend" else "right")
+    table = Table(title=f"Serving throughput ({k} rows/request, dim {args.dim or 'full'}, {os.cpu_count()} CPUs)")
+    for col in ("rows", "backend", "threads", "emb/s", "p50 ms", "p99 ms", "reqs", "errors"):
+        table.add_column(col, justify="left" if col in ("rows", "backend") else "right")
     for r in results:
-        table.add_row(r["backend"], str(r["concurrency"]), f"{r['embeddings_per_s']:.1f}",
+        table.add_row(r["rows"], r["backend"], str(r["concurrency"]), f"{r['embeddings_per_s']:.1f}",
                       f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-",
                       f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "-", str(r["requests"]), str(r["errors"]))
     console.print(table)
@@ -171,9 +210,10 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "serving",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "settings": {"seconds_per_cell": args.seconds, "texts_per_request": k, "dim": args.dim,
+        "settings": {"seconds_per_cell": args.seconds, "rows_per_request": k, "dim": args.dim,
                      "max_length": cfg.model.max_length, "max_batch_size": cfg.serve.max_batch_size,
-                     "onnx_dir": str(args.onnx_dir) if args.onnx_dir else "untrained MiniLM export"},
+                     "format": meta.get("format"), "modalities": modalities,
+                     "onnx_dir": str(args.onnx_dir) if args.onnx_dir else "untrained demo omni export"},
         "server_start_s": server_start_s,
         "model_load_s": promoted["load_seconds"],
         "triton_vs_onnxruntime_max_abs_diff": promoted["max_abs_diff"],

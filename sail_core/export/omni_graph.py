@@ -9,10 +9,10 @@ so the TorchScript exporter records one graph for every modality subset:
   selection (a row's result does not depend on the other rows);
 - :func:`sail_core.model.assembly.compact` sorts real tokens first with an
   ``argsort`` and cuts the batch to its longest row (``.item()``); here real
-  tokens are moved first with a cumulative-sum ``scatter`` and the sequence
-  keeps its full length, the tail masked. Masked keys get zero attention
-  weight and the pooling ignores them, so the embedding is the same (up to
-  float rounding).
+  tokens are moved first with a cumulative-sum ``scatter`` and the sequence is
+  cut with ``index_select(arange(max real length))``, which the exporter keeps
+  dynamic (a Range node), so a text-only batch runs the backbone on its own
+  length, not on the length with every media slot.
 
 :class:`VisionFeatures` is the frozen vision tower alone: pixels -> features.
 """
@@ -32,14 +32,17 @@ ENCODER_INPUTS = [
 
 
 def scatter_compact(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L, H) embeds, (B, L) bool mask -> real tokens first (order kept), zeros after; (B, L) int64 mask."""
+    """(B, L, H) embeds, (B, L) bool mask -> real tokens first (order kept), zero padding after, cut to the
+    longest row: (B, L', H) and the (B, L') int64 attention mask."""
     m = mask.long()
     n_real = m.sum(dim=1, keepdim=True)
     dest = torch.where(mask, m.cumsum(dim=1) - 1, n_real + (1 - m).cumsum(dim=1) - 1)
     embeds = embeds * mask.unsqueeze(-1).to(embeds.dtype)
     out = torch.zeros_like(embeds).scatter(1, dest.unsqueeze(-1).expand_as(embeds), embeds)
-    positions = torch.ones_like(m).cumsum(dim=1) - 1
-    return out, (positions < n_real).long()
+    # cut to the longest row, as compact() does; arange over a tensor stays dynamic in the traced graph
+    keep = torch.arange(n_real.max(), device=embeds.device)
+    out = out.index_select(1, keep)
+    return out, (keep.unsqueeze(0) < n_real).long()
 
 
 class OmniEncoderGraph(nn.Module):
