@@ -47,7 +47,6 @@ from sail_core.export.common import (
 )
 from sail_core.export.omni_graph import ENCODER_INPUTS, OmniEncoderGraph, VisionFeatures
 from sail_core.model.assembly import OmniSample, collate
-from sail_core.preprocess.audio import DIM as AUDIO_DIM
 from sail_core.preprocess.audio import SpeechEmbedder, read_wav, speech_model_paths
 from sail_core.preprocess.image import load_image
 from sail_core.preprocess.instructions import instruction_tables, resolve_instruction

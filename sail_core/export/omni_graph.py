@@ -4,9 +4,9 @@
 *precomputed frozen features*, but without data-dependent Python control flow,
 so the TorchScript exporter records one graph for every modality subset:
 
-- every segment (audio, cover, keyframes) is computed for every row and masked
-  by its presence mask, instead of ``if mask.any()`` and ``nonzero()`` row
-  selection (a row's result does not depend on the other rows);
+- instead of ``if mask.any()``, the audio token is computed for every row
+  and masked; the Perceiver runs on the rows that have the visual group
+  (``nonzero`` + ``index_select``, zero rows allowed) and is scattered back;
 - :func:`sail_core.model.assembly.compact` sorts real tokens first with an
   ``argsort`` and cuts the batch to its longest row (``.item()``); here real
   tokens are moved first with a cumulative-sum ``scatter`` and the sequence is
@@ -52,6 +52,28 @@ class OmniEncoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
+    def _resample(self, feats, present, frame_mask, kind: int, like):
+        """Perceiver tokens (B, Q, H) of the rows that have this visual group, zeros elsewhere.
+
+        Only the present rows run the resampler (``nonzero`` + ``index_select``,
+        dynamic in the graph), so a text-only batch pays nothing for vision."""
+        m = self.model
+        b = feats.shape[0]
+        rows = present.nonzero().squeeze(1)
+        # one spare row (a copy of row 0, written to slot B and cut off): the resampler never sees an
+        # empty batch, which its reshapes with -1 cannot take
+        take = torch.cat([rows, rows.new_zeros(1)])
+        slot = torch.cat([rows, rows.new_full((1,), 0) + b])
+        x = feats.index_select(0, take)  # (n+1, T, C, h, w)
+        n, t = x.shape[0], x.shape[1]
+        tokens = m.vision_tower.to_tokens(x.flatten(0, 1))  # ((n+1)*T, N, D)
+        tokens = tokens.reshape(n, t, tokens.shape[1], tokens.shape[2])
+        mask = frame_mask.index_select(0, take) if frame_mask is not None else None
+        out = m.perceiver(tokens, mask) + m.media_type[kind]  # (n+1, Q, H)
+        q, h = out.shape[1], out.shape[2]
+        index = slot.reshape(-1, 1, 1).expand(n, q, h)
+        return like.new_zeros(b + 1, q, h).scatter(0, index, out.to(like.dtype))[:b]
+
     def forward(self, instr_ids, instr_mask, text_ids, text_mask, audio_feats, audio_mask,
                 cover_feats, cover_mask, frame_feats, frame_mask):
         m = self.model
@@ -61,11 +83,9 @@ class OmniEncoderGraph(nn.Module):
         tower, perceiver, types = m.vision_tower, m.perceiver, m.media_type
 
         audio = (m.audio.adapter(audio_feats) + types[0]).unsqueeze(1)
-        cover = perceiver(tower.to_tokens(cover_feats).unsqueeze(1), None) + types[1]
-        b, k = frame_feats.shape[0], frame_feats.shape[1]
-        tokens = tower.to_tokens(frame_feats.reshape(b * k, *frame_feats.shape[2:]))
         frame_present = frame_mask.bool()
-        frames = perceiver(tokens.reshape(b, k, *tokens.shape[1:]), frame_present) + types[2]
+        cover = self._resample(cover_feats.unsqueeze(1), cover_mask.bool(), None, 1, instr)
+        frames = self._resample(frame_feats, frame_present.any(dim=1), frame_present, 2, instr)
         text = word(text_ids)
         sep = word(torch.full_like(instr_ids[:, :1], m.tokenizer.sep_id))
 
