@@ -213,6 +213,7 @@ class StageConfig(_Strict):
     checkpoint_every: int = Field(50, ge=1)
     hard_negatives: int = Field(0, ge=0, description="mined hard negatives per query (stage III)")
     temperature_lr: float | None = Field(None, gt=0.0, description="lr of the learnable temperatures; None = the stage's lr")
+    media_lr: float | None = Field(None, gt=0.0, description="lr of the freshly initialised media modules (Perceiver, audio adapter, media-type embeddings); None = the stage's lr")
 
 
 class TrainConfig(_Strict):

@@ -59,3 +59,23 @@ def test_embed_samples_chunked_equals_one_padded_forward():
     assert torch.allclose(direct, chunked, atol=1e-5)
     chunked.sum().backward()
     assert model.perceiver is not None and any(p.grad is not None for p in model.perceiver.parameters())
+
+
+def test_media_lr_puts_new_modules_in_their_own_group():
+    from sail_core.model.omni import build_omni
+    from sail_core.train.loop import MEDIA_MODULES, _param_groups
+
+    import tiny_pairs_data
+
+    cfg = tiny_pairs_data.fast_config()
+    model = build_omni(cfg.model)
+    stage = cfg.train.stages[0]
+    assert len(_param_groups(model, stage)) == 1
+    groups = _param_groups(model, stage.model_copy(update={"media_lr": 1e-3}))
+    assert [g.get("lr") for g in groups] == [None, 1e-3]
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].startswith(MEDIA_MODULES) for p in groups[1]["params"])
+    assert not any(names[id(p)].startswith(MEDIA_MODULES) for p in groups[0]["params"])
+    assert any(names[id(p)].startswith("audio.") for p in groups[1]["params"])
+    n_trainable = sum(p.requires_grad for p in model.parameters())
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == n_trainable

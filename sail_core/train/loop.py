@@ -34,6 +34,7 @@ import torch.distributed as dist
 from sail_core.config import Config, StageConfig
 from sail_core.losses.gather import world
 from sail_core.losses.infonce import InfoNCELoss
+from sail_core.losses.keys import side_key
 from sail_core.losses.patterns import any_valid, pattern_losses
 from sail_core.model.item_inputs import ItemInputs
 from sail_core.model.omni import OMNI_CONFIG, OmniEmbedder, build_omni, load_omni
@@ -93,6 +94,20 @@ def load_initial_model(cfg: Config, init_from: Path | None) -> OmniEmbedder:
         raise FileNotFoundError(f"init_from {init_from} holds no saved omni model ({OMNI_CONFIG}); "
                                 "point it at a stage's model/ folder")
     return load_omni(init_from)
+
+
+MEDIA_MODULES = ("perceiver.", "audio.", "media_type")
+
+
+def _param_groups(model: OmniEmbedder, stage: StageConfig) -> list[dict]:
+    """Backbone (and trainable towers) at ``lr``; the new media modules at ``media_lr`` when set."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if stage.media_lr is None:
+        return [{"params": [p for _, p in trainable], "weight_decay": stage.weight_decay}]
+    media = [p for n, p in trainable if n.startswith(MEDIA_MODULES)]
+    rest = [p for n, p in trainable if not n.startswith(MEDIA_MODULES)]
+    return [{"params": rest, "weight_decay": stage.weight_decay},
+            {"params": media, "weight_decay": stage.weight_decay, "lr": stage.media_lr}]
 
 
 def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool):
@@ -167,11 +182,7 @@ def train_stage(
     temp_group = {"params": list(loss_fn.parameters()), "weight_decay": 0.0}
     if stage.temperature_lr is not None:
         temp_group["lr"] = stage.temperature_lr
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": stage.weight_decay},
-         temp_group],
-        lr=stage.lr,
-    )
+    optimizer = torch.optim.AdamW(_param_groups(model, stage) + [temp_group], lr=stage.lr)
     data_rng = np.random.default_rng([cfg.train.seed, 3, rank])  # field dropout, keyframe sampling
     scheduler = warmup_cosine(optimizer, stage.warmup_steps, stage.steps)
     # the backbone's pooler (and a modality absent from a step) is unused, hence find_unused_parameters
@@ -208,8 +219,6 @@ def train_stage(
         frame = pairs[name].iloc[rows]
         negatives = None
         if name in pools:
-            from sail_core.losses.keys import side_key
-
             negatives = pools[name].draw([side_key(r.get("query_item"), r.get("query_text"))
                                           for r in frame.to_dict("records")])
         batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True, rng=data_rng,
