@@ -233,17 +233,20 @@ def serve_status():
 
 @app.command()
 def embed(
-    text: str = typer.Argument(..., help="text to embed"),
+    text: Optional[str] = typer.Argument(None, help="text to embed (optional when --image/--audio is given)"),
+    image: Optional[Path] = typer.Option(None, "--image", help="cover image file (JPEG or PNG)"),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="audio file (WAV)"),
+    frame: list[Path] = typer.Option([], "--frame", help="keyframe image file, in time order (repeatable)"),
     dim: Optional[int] = typer.Option(None, "--dim", help="Matryoshka dimension (default: full)"),
     protocol: str = typer.Option("http", "--protocol", help="http or grpc"),
 ):
-    """Print the embedding Triton returns for TEXT."""
+    """Print the embedding Triton returns for any mix of TEXT, --image, --frame and --audio."""
     from serving import client
 
     cfg = _run(_cfg)
-    vec = _run(client.embed, [text], dim, cfg.serve, protocol)[0]
+    vec = _run(client.embed_files, text, image, audio, dim, cfg.serve, protocol, frame or None)
     typer.echo(json.dumps({"dim": len(vec), "norm": round(float((vec**2).sum() ** 0.5), 6),
-                          "embedding": [round(float(x), 6) for x in vec]}))
+                           "embedding": [round(float(x), 6) for x in vec]}))
 
 
 # ------------------------------------------------------------ orchestration

@@ -176,19 +176,20 @@ def gate(cfg: Config, wd: Workdir) -> dict:
 
 
 def export(cfg: Config, wd: Workdir) -> dict:
-    """Export the trained model to ONNX with a parity check against PyTorch."""
+    """Export the trained model to ONNX with a parity check against PyTorch per modality combination."""
     import mlflow
 
     from sail_core import tracking
     from sail_core.export.onnx import export_onnx
-    from sail_core.model.embedder import load_model
+    from sail_core.model.omni import load_omni
     from sail_core.pipeline.atomic import replace_dir
 
-    model = load_model(_final_model_dir(cfg, wd))
+    model = load_omni(_final_model_dir(cfg, wd))
     with replace_dir(wd.onnx) as tmp:
-        result = export_onnx(model, tmp)
+        result = export_onnx(model, tmp, datasets=cfg.datasets)
     with tracking.resume_run(tracking.current_run_id(wd)):
         mlflow.log_metric("export.onnx_max_abs_diff", float(result["max_abs_diff"]))
+        mlflow.log_metrics({f"export.parity.{combo}": float(diff) for combo, diff in result.get("parity", {}).items()})
     console.print(f"[green]export[/]: {wd.onnx} (max abs diff vs PyTorch {result['max_abs_diff']:.2e})")
     return {"onnx_dir": str(wd.onnx), "max_abs_diff": float(result["max_abs_diff"])}
 
