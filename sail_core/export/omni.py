@@ -55,12 +55,13 @@ from sail_core.preprocess.omni_feeds import encoder_feeds
 FORMAT = "sail-omni-onnx/1"
 VISION_FILE = "vision_encoder.onnx"
 SPEECH_FILES = ("speech_melspectrogram.onnx", "speech_embedding.onnx")
+# Keys are MLflow-safe metric-name parts (the pipeline logs export.parity.<key>).
 COMBINATIONS = {
     "text": ("text",),
     "image": ("image",),
     "frames": ("frames",),
     "audio": ("audio",),
-    "text+image": ("text", "image"),
+    "text_image": ("text", "image"),
     "omni": ("text", "image", "frames", "audio"),
 }
 
