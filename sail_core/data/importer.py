@@ -1,6 +1,6 @@
 """Import a user's own tables (CSV or parquet) into the data-folder layout.
 
-Inputs follow ``sail_core/data/SCHEMA.md``:
+Inputs follow the README's "Data schema" section:
 
 * ``items``: a ``.csv`` or ``.parquet`` file with the item columns
   (``item_id`` and ``title`` required; other columns optional, filled with null).
