@@ -111,13 +111,13 @@ def cast_table(
     if missing:
         raise SchemaError(
             f"{source}: required column(s) {missing} missing; found {list(df.columns)}; "
-            f"expected columns: {list(columns)} (see the README, "Data schema")"
+            f"expected columns: {list(columns)} (see the README, 'Data schema')"
         )
     extra = [c for c in df.columns if c not in columns]
     if extra and not allow_extra:
         raise SchemaError(
             f"{source}: unknown column(s) {extra}; allowed columns: {list(columns)}. "
-            "Rename them to schema columns or drop them (see the README, "Data schema")."
+            "Rename them to schema columns or drop them (see the README, 'Data schema')."
         )
     df = df.reset_index(drop=True)
     out = {}
