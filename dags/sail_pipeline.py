@@ -44,6 +44,7 @@ def _setup(step: str):
     schedule=None,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
+    is_paused_upon_creation=False,  # a run triggered from the UI starts without a manual unpause
     tags=["sail", "embedding"],
     doc_md=__doc__,
     default_args={"trigger_rule": "none_failed"},
