@@ -142,7 +142,7 @@ def test_full_catalogue(tmp_path):
     from sail_core.config import load_config
 
     # without media (tests/test_contracts.py builds the full demo with media, once)
-    summary = build_demo(tmp_path, load_config(profile="demo").data.model_copy(update={"media": False}))
+    summary = build_demo(tmp_path, load_config(profile="demo").data.model_copy(update={"media": False, "max_items": None}))
     # 1,682 MovieLens items minus item 267, which has neither title nor year
     assert (summary["items"], summary["interactions"], summary["users"]) == (1681, 99991, 943)
     assert summary["pairs"]["copair_i2i"]["train"] + summary["pairs"]["copair_i2i"]["test"] == 20000
