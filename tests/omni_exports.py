@@ -52,7 +52,7 @@ def torch_embed(model, texts, images, frames, audios, instructions, dim=None) ->
     from sail_core.preprocess.image import keyframe_indices, load_image
 
     size, k = model.cfg.vision.image_size, model.cfg.inputs.keyframes
-    speech = SpeechEmbedder()
+    speech = SpeechEmbedder(chunk_seconds=load_config(profile="demo").model.audio.chunk_seconds)
     rows = []
     for t, i, f, a, ins in zip(texts, images, frames, audios, instructions):
         f = [f[j] for j in keyframe_indices(len(f), k)] if f else None

@@ -134,7 +134,7 @@ def parity_check(model, out_dir: Path, table: dict, defaults: dict) -> tuple[dic
     vision tower's max abs diff relative to its largest feature."""
     tokenizer = model.tokenizer
     vision, encoder = onnx_session(out_dir / VISION_FILE), onnx_session(out_dir / ONNX_FILE)
-    speech = SpeechEmbedder(models=tuple(out_dir / f for f in SPEECH_FILES))
+    speech = SpeechEmbedder(chunk_seconds=model.cfg.audio.chunk_seconds, models=tuple(out_dir / f for f in SPEECH_FILES))
     model.eval()
     media = _Media(model, speech)
     feature_shape = _feature_shape(model)
