@@ -96,10 +96,6 @@ class Workdir:
     def reports(self) -> Path:
         return self.root / "reports"
 
-    @property
-    def run_info(self) -> Path:     # MLflow run id and data hash of the current pipeline run
-        return self.root / "reports" / "run.json"
-
 
 def workdir(root: str | os.PathLike | None = None) -> Workdir:
     """The project root: explicit, else $SAIL_WORKDIR, else the cwd when it is a DVC project, else the repository."""
