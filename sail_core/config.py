@@ -87,6 +87,9 @@ class DatasetConfig(_Strict):
     target_instruction: str = ""
     loss: Literal["infonce"] = "infonce"
     patterns: list[str] = Field(default_factory=lambda: ["text->text"])
+    target_gradient: bool = Field(True, description=(
+        "False: this dataset's targets (and hard negatives) are detached in its loss, so its queries learn to "
+        "meet the current target space without moving it (LiT-style locked targets)"))
 
     @model_validator(mode="after")
     def _patterns_known(self) -> "DatasetConfig":

@@ -150,3 +150,28 @@ def test_training_inputs_drop_fields_and_sample_keyframes(setup):
     assert len(evals) == 1 and len(trains) > 1 and evals < trains | evals
     s = inputs.item_sample(item, "frames", "x")
     assert s.frames.shape[0] == cfg.model.inputs.keyframes and s.text is None and s.cover is None
+
+
+def test_detached_targets_get_no_gradient_but_the_same_loss():
+    """``target_gradient: false`` (LiT-style): same loss value, no gradient into target and
+    hard-negative rows, unchanged gradient into the query rows."""
+    from sail_core.losses.patterns import PatternPairs
+
+    torch.manual_seed(0)
+    base = torch.nn.functional.normalize(torch.randn(7, 16), dim=-1)
+    # rows 0-2 queries, 3-5 targets, 6 a hard negative
+    pairs = [PatternPairs("image->text", torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]),
+                          torch.tensor([[6], [6], [-1]]))]
+    loss = InfoNCELoss({"xmodal": TAU}, dims=[16, 8])
+    grads, values = [], []
+    for detach in (False, True):
+        z = base.clone().requires_grad_(True)
+        terms = pattern_losses(loss, z, "xmodal", pairs, detach_targets=detach)
+        total = sum(v for k, v in terms.items() if k.endswith("_loss"))
+        total.backward()
+        grads.append(z.grad)
+        values.append(total.item())
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    assert grads[0][3:].abs().sum() > 0  # targets and the hard negative move without detaching...
+    assert torch.count_nonzero(grads[1][3:]) == 0  # ...and not at all with it
+    torch.testing.assert_close(grads[1][:3], grads[0][:3])  # queries get the same gradient

@@ -87,8 +87,14 @@ def pattern_losses(
     query_keys: torch.Tensor | None = None,
     target_keys: torch.Tensor | None = None,
     negative_keys: torch.Tensor | None = None,
+    detach_targets: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Matryoshka InfoNCE terms of every pattern with a valid row (see the module docstring)."""
+    """Matryoshka InfoNCE terms of every pattern with a valid row (see the module docstring).
+
+    ``detach_targets``: no gradient flows through the targets and hard negatives (the
+    dataset's ``target_gradient: false``); the same rows still get gradient where another
+    pattern uses them as queries.
+    """
     terms: dict[str, torch.Tensor] = {}
     for pp in pairs:
         valid = pp.valid
@@ -100,6 +106,9 @@ def pattern_losses(
         if pp.negative_index is not None:
             hn = z[pp.negative_index.clamp_min(0).to(z.device)]
             hv = pp.negative_index >= 0
+        if detach_targets:
+            t = t.detach()
+            hn = hn.detach() if hn is not None else None
         terms.update(loss_fn(
             q, t, dataset, hard_negatives=hn, query_keys=query_keys, target_keys=target_keys,
             hard_negative_keys=negative_keys, valid=valid, hard_negative_valid=hv,

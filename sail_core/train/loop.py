@@ -7,7 +7,8 @@ modality pattern the dataset lists (dataset-driven pattern matching,
 :mod:`sail_core.train.patterns`), all inputs of all patterns (queries, targets,
 hard negatives) are embedded in one pass of the single tower, and the loss is
 the sum over patterns and Matryoshka dims of InfoNCE with a learnable
-temperature per dataset (:mod:`sail_core.losses.patterns`). Frozen-tower media
+temperature per dataset (:mod:`sail_core.losses.patterns`); a dataset with
+``target_gradient: false`` detaches its targets (LiT-style locked targets). Frozen-tower media
 features come from the per-data-folder cache (:mod:`sail_core.model.media_features`).
 The loop knows nothing of MLflow or Airflow: per-step metrics go through the
 ``log`` callback.
@@ -110,13 +111,15 @@ def _param_groups(model: OmniEmbedder, stage: StageConfig) -> list[dict]:
             {"params": media, "weight_decay": stage.weight_decay, "lr": stage.media_lr}]
 
 
-def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool):
+def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool,
+               detach_targets: bool = False):
     """Pattern-matched loss terms of one batch (empty when no pattern had a valid row)."""
     if not batch.samples or not any_valid(batch.pairs):
         return {}
     z = embed_samples(net, model, batch.samples, modes, chunk=None if one_forward else 64)
     return pattern_losses(loss_fn, z, batch.dataset, batch.pairs, query_keys=batch.query_keys,
-                          target_keys=batch.target_keys, negative_keys=batch.negative_keys)
+                          target_keys=batch.target_keys, negative_keys=batch.negative_keys,
+                          detach_targets=detach_targets)
 
 
 def train_stage(
@@ -223,7 +226,8 @@ def train_stage(
                                           for r in frame.to_dict("records")])
         batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True, rng=data_rng,
                                     negatives=negatives)
-        terms = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1)
+        terms = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1,
+                           detach_targets=not cfg.datasets[batch.dataset].target_gradient)
         summed = [v for k, v in terms.items() if k.endswith("_loss")]
         optimizer.zero_grad(set_to_none=True)
         if summed:
