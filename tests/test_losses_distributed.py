@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -32,20 +33,20 @@ def _data():
     return q, t, hn, t_keys, hn_keys
 
 
-def _worker(rank: int, world: int, port: int, out: dict):
+def _worker(rank: int, world: int, port: int, out: dict, detach: bool = False):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         q, t, hn, t_keys, hn_keys = _data()
         rows = slice(rank * B // world, (rank + 1) * B // world)
         ql = q[rows].clone().requires_grad_()
-        tl = t[rows].clone().requires_grad_()
-        hl = hn[rows].clone().requires_grad_()
+        tl = t[rows].clone().requires_grad_(not detach)  # detach: a locked-target dataset (target_gradient false)
+        hl = hn[rows].clone().requires_grad_(not detach)
         loss = compute_loss_from_embeddings(
             ql, tl, TAU, hard_negatives=hl, target_keys=t_keys[rows], hard_negative_keys=hn_keys[rows]
         )
         loss.backward()
-        out[rank] = (loss.item(), ql.grad / world, tl.grad / world, hl.grad / world)
+        out[rank] = (loss.item(), ql.grad / world, None if detach else tl.grad / world, None if detach else hl.grad / world)
     finally:
         dist.destroy_process_group()
 
@@ -56,14 +57,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_gathered_loss_and_gradients_equal_full_batch():
+@pytest.mark.parametrize("detach", [False, True], ids=["targets-with-grad", "locked-targets"])
+def test_gathered_loss_and_gradients_equal_full_batch(detach):
     world = 2
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(world, _free_port(), out), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, _free_port(), out, detach), nprocs=world, join=True)
 
     q, t, hn, t_keys, hn_keys = _data()
-    q.requires_grad_(), t.requires_grad_(), hn.requires_grad_()
+    q.requires_grad_(), t.requires_grad_(not detach), hn.requires_grad_(not detach)
     full = compute_loss_from_embeddings(q, t, TAU, hard_negatives=hn, target_keys=t_keys, hard_negative_keys=hn_keys)
     full.backward()
 
@@ -74,5 +76,8 @@ def test_gathered_loss_and_gradients_equal_full_batch():
         rows = slice(r * half, (r + 1) * half)
         _, gq, gt, gh = out[r]
         assert torch.allclose(gq, q.grad[rows], atol=1e-6)
+        if detach:
+            assert gt is None and gh is None and t.grad is None
+            continue
         assert torch.allclose(gt, t.grad[rows], atol=1e-6)
         assert torch.allclose(gh, hn.grad[rows], atol=1e-6)
