@@ -10,6 +10,7 @@ promote to Triton.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pendulum
@@ -52,8 +53,10 @@ def _setup(step: str):
         "profile": Param("demo", enum=PROFILES, description="profile in params.yaml"),
         "steps": Param(STEPS, type="array", items={"type": "string", "enum": STEPS},
                        description="steps to run; the others are skipped (their earlier outputs are reused)"),
-        "gate_thresholds": Param(DEFAULT_GATE, type="object",
-                                 description="metric -> minimum improvement over the champion (or the untrained baseline)"),
+        "gate_thresholds": Param({}, type="object",
+                                 description="metric -> minimum improvement over the champion (or the untrained "
+                                             "baseline); replaces the profile's gate.metrics. Empty: the profile's own "
+                                             f"(demo: {json.dumps(DEFAULT_GATE)})"),
         "promote": Param(True, type="boolean", description="promote to Triton and alias 'champion' when the gate passes"),
     },
 )
