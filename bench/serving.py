@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/serving.py                       # exports the untrained demo omni model to a temp dir
     .venv/bin/python bench/serving.py --onnx-dir models/onnx --seconds 5 --out bench/results/serving.json
-    .venv/bin/python bench/serving.py --modalities text     # the issue-2 text-only rows only
+    .venv/bin/python bench/serving.py --modalities text     # text-only rows only
 
-Rows: ``text`` (raw texts, the issue-2 benchmark) and ``text+image`` (each
+Rows: ``text`` (raw texts) and ``text+image`` (each
 row a text and a PNG cover: JPEG/PNG decode, resize, EfficientNet-Lite0 ONNX,
 then the encoder), for the same number of rows per request.
 
@@ -39,7 +39,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from sail_core.config import load_config  # noqa: E402
-from sail_core.export import samples  # noqa: E402
+from sail_core.preprocess import samples  # noqa: E402
 from serving.client import infer, make_client  # noqa: E402
 from serving.ephemeral import ephemeral_server  # noqa: E402
 from serving.promote import promote  # noqa: E402
@@ -58,11 +58,11 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
 
 def export_untrained(out: Path, profile: str) -> Path:
     from sail_core.export.onnx import export_onnx
-    from sail_core.model.omni import build_omni
+    from sail_core.model.omni import build_model
 
     console.print("exporting the untrained demo omni model to ONNX (no --onnx-dir given) ...")
     cfg = load_config(profile=profile)
-    result = export_onnx(build_omni(cfg.model), out, datasets=cfg.datasets)
+    result = export_onnx(build_model(cfg.model), out, datasets=cfg.datasets)
     console.print(f"  exported in {result['export_seconds']} s; parity {result.get('parity')}")
     return out
 
@@ -80,17 +80,11 @@ def make_rows(modality: str, texts: list[str], k: int) -> list[dict]:
 
 
 def reference_for(onnx_dir: Path):
-    """The in-process onnxruntime runner of the export (omni or issue-2 text) and its call."""
-    meta = json.loads((onnx_dir / "export.json").read_text())
-    if meta.get("format") == "sail-omni-onnx/1":
-        from serving.backend.omni_embedding import OnnxOmniEmbedder
+    """The export's record and the in-process onnxruntime runner's call."""
+    from serving.backend.embedder import OnnxEmbedder
 
-        ref = OnnxOmniEmbedder(onnx_dir)
-        return meta, lambda rows, dim: ref.embed(dim=dim, **rows)
-    from serving.backend.embedding import OnnxTextEmbedder
-
-    ref = OnnxTextEmbedder(onnx_dir)
-    return meta, lambda rows, dim: ref.embed(rows["texts"], dim)
+    ref = OnnxEmbedder(onnx_dir)
+    return ref.meta, lambda rows, dim: ref.embed(dim=dim, **rows)
 
 
 def run_cell(make_worker, concurrency: int, seconds: float, batches: list[dict]) -> dict:
@@ -169,8 +163,6 @@ def main(argv: list[str] | None = None) -> dict:
         onnx_dir = args.onnx_dir or export_untrained(tmp / "onnx", args.profile)
         meta, reference = reference_for(onnx_dir)
         modalities = [m for m in args.modalities.split(",") if m]
-        if meta.get("format") != "sail-omni-onnx/1":
-            modalities = ["text"]
 
         def ort_worker():
             return (lambda rows: reference(rows, args.dim)), (lambda: None)
@@ -212,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {"seconds_per_cell": args.seconds, "rows_per_request": k, "dim": args.dim,
                      "max_length": cfg.model.max_length, "max_batch_size": cfg.serve.max_batch_size,
-                     "format": meta.get("format"), "modalities": modalities,
+                     "format": meta.format, "modalities": modalities,
                      "onnx_dir": str(args.onnx_dir) if args.onnx_dir else "untrained demo omni export"},
         "server_start_s": server_start_s,
         "model_load_s": promoted["load_seconds"],

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sail_core.config import load_config  # noqa: E402
-from sail_core.model.omni import OmniEmbedder, build_omni  # noqa: E402
+from sail_core.model.omni import OmniEmbedder, build_model  # noqa: E402
 from sail_core.model.pooling import matryoshka, mean_tanh_pool  # noqa: E402
 
 AUDIO_TOKENS, VISION_TOKENS, TEXT_TOKENS = 1, 16, 128
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(device):  # initialise the random weights on the device itself
-        model = build_omni(cfg, tokenizer_file=args.tokenizer)
+        model = build_model(cfg, tokenizer_file=args.tokenizer)
     model.dtype_ = torch.bfloat16 if cuda and args.precision == "bf16" else torch.float32
     model.to(model.dtype_)
     build_s = time.perf_counter() - t0

@@ -14,8 +14,10 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SAIL-Embedding: train, evaluate and serve omni-modal embeddings.")
 data_app = typer.Typer(no_args_is_help=True, help="Build or import the tables the pipeline trains on.")
 serve_app = typer.Typer(no_args_is_help=True, help="Run the local Triton server (127.0.0.1).")
+config_app = typer.Typer(no_args_is_help=True, help="Show the resolved configuration.")
 app.add_typer(data_app, name="data")
 app.add_typer(serve_app, name="serve")
+app.add_typer(config_app, name="config")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -79,6 +81,19 @@ def _run(fn, *args, **kwargs):
 def _print(result: Any) -> None:
     if result is not None:
         out.print_json(json.dumps(result, default=str))
+
+
+# ----------------------------------------------------------------- config
+@config_app.command("show")
+def config_show(
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="profile to show (default: as for every verb)"),
+    resolved: bool = typer.Option(False, "--resolved", help="print every key, defaults included (what DVC tracks as params.resolved.yaml)"),
+):
+    """Print the configuration of the selected profile (--profile, --set), merged over `base`, as YAML."""
+    from sail_core.config import dump_config
+
+    State.profile = profile or State.profile
+    print(_run(dump_config, _run(_cfg), resolved), end="")
 
 
 # ------------------------------------------------------------------- data
@@ -255,7 +270,7 @@ def run(
     conf: str = typer.Option("{}", "--conf", help="JSON run conf for the DAG (profile, steps, gate_thresholds, promote)"),
 ):
     """Run the whole pipeline DAG through Airflow (`airflow dags test`, SQLite)."""
-    from sail_core import airflow_env
+    from sail_core.pipeline import airflow_env
 
     code = airflow_env.dags_test(json.loads(conf))
     raise typer.Exit(code)
@@ -267,7 +282,7 @@ def demo(
     query: str = typer.Option("a romantic comedy set in paris", "--query", help="text to embed through Triton at the end"),
 ):
     """The main job: run the whole DAG through Airflow on the embedded default, then query Triton."""
-    from sail_core import airflow_env
+    from sail_core.pipeline import airflow_env
     from sail_core.paths import home
     from serving import client
 
@@ -289,13 +304,9 @@ def demo(
 @app.command()
 def ui():
     """Start `airflow standalone` and `mlflow ui` on 127.0.0.1 and print their addresses and login."""
-    from sail_core import airflow_env
+    from sail_core.pipeline import airflow_env
 
     airflow_env.start_uis()
-
-
-def entry() -> None:  # pragma: no cover
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -327,6 +327,65 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def params_path(params: str | os.PathLike | None = None) -> Path:
+    """The ``params.yaml`` in use: ``params``, else ``$SAIL_PARAMS``, else :func:`default_params`."""
+    return Path(params or os.environ.get("SAIL_PARAMS") or default_params())
+
+
+def _read_params(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"configuration file {path} not found; pass --params or set SAIL_PARAMS")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict) or "base" not in raw or "profiles" not in raw:
+        raise ConfigError(f"{path} must have top-level keys 'base' and 'profiles'")
+    return raw
+
+
+def profile_names(params: str | os.PathLike | None = None) -> list[str]:
+    """The profiles that ``params.yaml`` defines."""
+    return sorted(_read_params(params_path(params))["profiles"] or {})
+
+
+def exportable(model: ModelConfig) -> str | None:
+    """Why this model cannot be exported to ONNX for Triton, or None when it can."""
+    if model.audio.encoder != "speech_embedding":
+        return (f"model.audio.encoder is {model.audio.encoder!r}; the ONNX export serves the "
+                "speech_embedding audio encoder only (the paper profile's CLAP tower is not exported yet)")
+    if not model.vision.frozen:
+        return "model.vision.frozen is false; the ONNX export needs a frozen vision tower"
+    return None
+
+
+def check_steps(cfg: Config, steps) -> None:
+    """Refuse, before anything runs, a profile that cannot run ``steps`` (for example export of ``paper``)."""
+    steps = set(steps)
+    if steps & {"export", "register", "promote"} and (why := exportable(cfg.model)):
+        raise ConfigError(f"profile {cfg.profile!r} cannot run the export step: {why}. Leave out export, register "
+                          "and promote, or pick a profile that can be exported.")
+
+
+def runnable_profiles(steps, params: str | os.PathLike | None = None) -> list[str]:
+    """The profiles that load and can run ``steps``."""
+    out = []
+    for name in profile_names(params):
+        try:
+            check_steps(load_config(params, name), steps)
+        except ConfigError:
+            continue
+        out.append(name)
+    return out
+
+
+def stage_names(params: str | os.PathLike | None = None) -> list[str]:
+    """Every training stage named in any profile, in the order the profiles list them."""
+    names: list[str] = []
+    for name in profile_names(params):
+        for stage in load_config(params, name).train.stages:
+            if stage.name not in names:
+                names.append(stage.name)
+    return names
+
+
 def load_config(
     params: str | os.PathLike | None = None,
     profile: str | None = None,
@@ -337,12 +396,8 @@ def load_config(
     ``overrides`` maps dotted keys (``gate.metrics``, ``train.stages``) to values.
     Raises :class:`ConfigError` naming each bad key and what is allowed.
     """
-    path = Path(params or os.environ.get("SAIL_PARAMS") or default_params())
-    if not path.exists():
-        raise ConfigError(f"configuration file {path} not found; pass --params or set SAIL_PARAMS")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict) or "base" not in raw or "profiles" not in raw:
-        raise ConfigError(f"{path} must have top-level keys 'base' and 'profiles'")
+    path = params_path(params)
+    raw = _read_params(path)
     name = profile or os.environ.get("SAIL_PROFILE") or raw.get("profile", "demo")
     profiles = raw["profiles"] or {}
     if name not in profiles:
@@ -355,3 +410,10 @@ def load_config(
         return Config.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, f"{path} (profile {name!r})")) from None
+
+
+def dump_config(cfg: Config, resolved: bool = True) -> str:
+    """``cfg`` as YAML. ``resolved``: every key with its value (defaults included); else only the keys
+    that ``params.yaml`` (base + profile + overrides) set."""
+    tree = cfg.model_dump(mode="json", exclude_unset=not resolved)
+    return yaml.safe_dump(tree, sort_keys=False, default_flow_style=False, width=120)

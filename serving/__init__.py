@@ -5,8 +5,8 @@
 - ``server``: local ``tritonserver`` lifecycle (start, stop, status).
 - ``promote``: load a new version, check it through Triton, roll back on failure.
 - ``client``: embed text, images, keyframes and audio over HTTP or gRPC with tritonclient.
-- ``backend/``: the files that run *inside* Triton (``model.py``, ``omni_embedding.py``, ``embedding.py``).
+- ``backend/``: the files that run *inside* Triton (``model.py``, ``embedder.py``).
 
-Nothing here imports torch or MLflow: the lead's pipeline code sets registry
+Nothing here imports torch or MLflow: the pipeline (sail_core.pipeline) sets registry
 aliases after these functions return.
 """

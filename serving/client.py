@@ -8,8 +8,7 @@
 Send raw text: the server wraps each row in its task instruction (export.json;
 TASK/SIDE choose it, default: the q2i query instruction for text-only rows, the
 item (target) instruction for rows with media). Media are bytes or file paths;
-``None`` (or empty) leaves that modality out of a row. The issue-2 text model
-takes already formatted strings (``with_instruction``) and TEXT only.
+``None`` (or empty) leaves that modality out of a row.
 """
 
 from __future__ import annotations

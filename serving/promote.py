@@ -28,6 +28,8 @@ import numpy as np
 
 from sail_core.config import ServeConfig
 from sail_core.paths import home
+from sail_core.preprocess import samples
+from sail_core.preprocess.export_format import ExportMeta
 from serving import repository
 from serving.client import ServingUnavailable, make_client
 from serving.state import now, read_state, record, write_state
@@ -64,17 +66,14 @@ def _ready_versions(client, name: str) -> list[int]:
                   if m.get("name") == name and m.get("state") == "READY" and m.get("version"))
 
 
-def smoke_requests(meta: dict, texts: list[str] | None = None) -> dict[str, dict]:
-    """The smoke requests for an export: text, image, audio and everything together (text only for
-    the issue-2 text model). Media are synthetic PNG/JPEG/WAV bytes (:mod:`sail_core.export.samples`)."""
+def smoke_requests(meta: ExportMeta, texts: list[str] | None = None) -> dict[str, dict]:
+    """The smoke requests for an export: text, image, audio and everything together.
+    Media are synthetic PNG/JPEG/WAV bytes (:mod:`sail_core.preprocess.samples`)."""
     texts = texts or SMOKE_TEXTS
-    if meta.get("format") != "sail-omni-onnx/1":
-        return {"text": {"texts": texts}}
-    from sail_core.export import samples
 
     images = [samples.image_bytes(1, (200, 150), "PNG"), samples.image_bytes(2, (120, 180), "JPEG")]
     frames = [[samples.image_bytes(10 + j, (160, 90), "JPEG") for j in range(3)],
-              [samples.image_bytes(20 + j, (160, 90), "PNG") for j in range(int(meta.get("keyframes", 2)) + 1)]]
+              [samples.image_bytes(20 + j, (160, 90), "PNG") for j in range(int(meta.keyframes) + 1)]]
     audios = [samples.wav_bytes(1, seconds=1.5), samples.wav_bytes(2, seconds=11.0, rate=16000)]
     return {
         "text": {"texts": texts},
@@ -82,18 +81,6 @@ def smoke_requests(meta: dict, texts: list[str] | None = None) -> dict[str, dict
         "audio": {"audios": audios[:1]},
         "all": {"texts": texts[:2], "images": images, "frames": frames, "audios": audios},
     }
-
-
-def _reference(version_dir: Path, meta: dict):
-    if meta.get("format") == "sail-omni-onnx/1":
-        from serving.backend.omni_embedding import OnnxOmniEmbedder
-
-        ref = OnnxOmniEmbedder(version_dir)
-        return ref, lambda rows: ref.embed(**rows)
-    from serving.backend.embedding import OnnxTextEmbedder
-
-    ref = OnnxTextEmbedder(version_dir)
-    return ref, lambda rows: ref.embed(rows["texts"])
 
 
 def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts: list[str] | None = None,
@@ -105,11 +92,13 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
     norm; max abs diff to the in-process reference is within ``tolerance``.
     Returns the figures; raises ``PromotionError`` on the first failed check.
     """
-    from serving.backend.omni_embedding import truncate_normalise
+    from serving.backend.embedder import truncate_normalise
     from serving.client import infer
 
-    meta = json.loads((Path(version_dir) / "export.json").read_text())
-    reference, run_reference = _reference(Path(version_dir), meta)
+    from serving.backend.embedder import OnnxEmbedder
+
+    reference = OnnxEmbedder(version_dir)
+    meta = reference.meta
     deadline = time.monotonic() + 15.0
     ready = _ready_versions(client, cfg.model_name)
     while ready != [version] and time.monotonic() < deadline:  # the old version may still be unloading
@@ -119,7 +108,7 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
         raise PromotionError(f"Triton reports versions {ready} of {cfg.model_name!r} ready, expected only [{version}]")
     worst, per_request = 0.0, {}
     for name, rows in smoke_requests(meta, texts).items():
-        full = run_reference(rows)
+        full = reference.embed(**rows)
         for dim in [None, *reference.dims]:
             got, served = infer(client, cfg, "http", dim=dim, **rows)
             label = dim or reference.hidden_size

@@ -6,8 +6,7 @@ Layout (``<repo>`` is ``home().triton_repo`` by default)::
     <repo>/<name>/config.gpu.pbtxt.example     the production variant: KIND_GPU, CUDA onnxruntime
     <repo>/<name>/serving_state.json           current version + history (see ``serving.promote``)
     <repo>/<name>/<N>/model.py                 from serving/backend/model.py
-    <repo>/<name>/<N>/omni_embedding.py        from serving/backend/ (omni model runner)
-    <repo>/<name>/<N>/embedding.py             from serving/backend/ (issue-2 text model runner)
+    <repo>/<name>/<N>/embedder.py              from serving/backend/ (the onnxruntime runner)
     <repo>/<name>/<N>/model.onnx, vision_encoder.onnx, speech_*.onnx, tokenizer.json, export.json
                                                the export folder's files (export.json lists them)
     <repo>/<name>/<N>/sail_core/preprocess/    a copy: preprocessing in Triton is the training code
@@ -22,16 +21,15 @@ so that in explicit model-control mode only the intended version is loaded.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from sail_core.config import ServeConfig
+from sail_core.preprocess.export_format import read_export_meta
 
 BACKEND_DIR = Path(__file__).resolve().parent / "backend"
 PREPROCESS_DIR = Path(__file__).resolve().parent.parent / "sail_core" / "preprocess"
-BACKEND_FILES = ["model.py", "omni_embedding.py", "embedding.py"]
-EXPORT_FILES = ["model.onnx", "tokenizer.json", "export.json"]  # always there; export.json "files" lists the rest
+BACKEND_FILES = ["model.py", "embedder.py"]
 CONFIG = "config.pbtxt"
 GPU_CONFIG = "config.gpu.pbtxt.example"
 
@@ -142,29 +140,16 @@ def write_configs(repo_dir: str | Path, cfg: ServeConfig, versions: list[int]) -
     return path
 
 
-def export_files(onnx_dir: Path) -> list[str]:
-    """The files of an export folder: export.json's ``files`` (omni), else the text model's three."""
-    try:
-        listed = json.loads((Path(onnx_dir) / "export.json").read_text()).get("files", [])
-    except (OSError, ValueError):
-        listed = []
-    return list(dict.fromkeys([*EXPORT_FILES, *listed]))
-
-
 def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, version: int) -> Path:
     """Create ``<repo>/<name>/<version>/`` from an export folder; returns the version folder.
 
     Raises ``FileExistsError`` if the version folder exists (versions are immutable)
-    and ``FileNotFoundError`` if the export folder is incomplete.
+    and ``ExportFormatError`` if the export folder is incomplete or of another format.
     """
     onnx_dir = Path(onnx_dir)
     if int(version) < 1:
         raise ValueError(f"Triton model versions start at 1, got {version}")
-    files = export_files(onnx_dir)
-    missing = [n for n in files if not (onnx_dir / n).exists()]
-    if missing:
-        raise FileNotFoundError(f"{onnx_dir} is not an ONNX export folder (missing {', '.join(missing)}); "
-                                "run `sail export` first")
+    files = read_export_meta(onnx_dir).files  # raises ExportFormatError naming what is missing
     target = model_dir(repo_dir, cfg) / str(int(version))
     if target.exists():
         raise FileExistsError(f"model version folder {target} already exists; versions are immutable, "

@@ -253,12 +253,6 @@ def stop(state_dir: str | Path | None = None, timeout: float = 30.0) -> dict:
     return {"pid": info.pid, "result": result}
 
 
-def running_info(state_dir: str | Path | None = None) -> ServerInfo | None:
-    """The recorded server if its process is alive, else None."""
-    info = _read_info(state_dir)
-    return info if info and _is_tritonserver(info.pid) else None
-
-
 def status(state_dir: str | Path | None = None) -> dict:
     """pid, liveness/readiness and the loaded models with their versions and states."""
     info = _read_info(state_dir)

@@ -22,7 +22,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("SAIL_PROFILE", None)
 os.environ.pop("SAIL_PARAMS", None)
 
-from sail_core import airflow_env  # noqa: E402  (reads SAIL_HOME)
+from sail_core.pipeline import airflow_env  # noqa: E402  (reads SAIL_HOME)
 
 for _k, _v in airflow_env.env().items():
     if _k.startswith("AIRFLOW") or _k in {"PATH"}:

@@ -63,9 +63,9 @@ def _states(dr) -> dict[str, str]:
 
 
 def test_whole_dag_succeeds_and_serves(project):
-    from sail_core import registry
+    from sail_core.pipeline import registry
     from sail_core.config import load_config
-    from sail_core.versioning import status_clean
+    from sail_core.pipeline.versioning import status_clean
     from serving import client
 
     dr = _dag().test(run_conf={"profile": "tiny"})
@@ -87,7 +87,7 @@ def test_whole_dag_succeeds_and_serves(project):
 
 
 def test_failing_gate_stops_before_promotion(project):
-    from sail_core import registry
+    from sail_core.pipeline import registry
     from sail_core.config import load_config
 
     cfg = load_config(project / "params.yaml")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sail_core.versioning import ensure_remote, out_hash, status_clean
+from sail_core.pipeline.versioning import ensure_remote, out_hash, status_clean
 from tests.project import BIN, make_project, run
 
 

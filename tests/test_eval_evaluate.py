@@ -12,7 +12,7 @@ import pytest
 from sail_core.eval.crossmodal import held_out_items
 from sail_core.eval.evaluate import baseline_model, evaluate, evaluate_model
 from sail_core.eval.report import write_report
-from sail_core.model.item_inputs import ItemInputs
+from sail_core.features.item_inputs import ItemInputs
 
 import tiny_pairs_data
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sail_core.gate import baseline_key, check_gate
+from sail_core.pipeline.gate import baseline_key, check_gate
 
 
 def test_against_baseline_passes_and_fails_with_margin():

@@ -61,7 +61,7 @@ def test_sine_gives_one_vector_and_short_clips_equal_their_repeat(speech):
 
 def test_preprocessing_modules_import_without_torch():
     code = (
-        "import sys; import sail_core.preprocess.audio, sail_core.preprocess.image, sail_core.preprocess.omni_text;"
+        "import sys; import sail_core.preprocess.audio, sail_core.preprocess.image, sail_core.preprocess.segments;"
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "a serving preprocessing module imported torch"

@@ -12,7 +12,7 @@ import torch
 
 from sail_core.config import load_config
 from sail_core.model.assembly import OmniSample, collate
-from sail_core.model.omni import build_omni, load_omni
+from sail_core.model.omni import build_model, load_model
 from sail_core.model.pooling import matryoshka
 
 MODALITIES = ("audio", "cover", "frames", "text")
@@ -54,14 +54,14 @@ def _samples(combo, rng, image_size, audio_kind, n=2, frames=2):
 @pytest.fixture(scope="module")
 def demo():
     torch.manual_seed(0)
-    return build_omni(load_config(profile="demo").model)
+    return build_model(load_config(profile="demo").model)
 
 
 @pytest.fixture(scope="module")
 def paper():
     torch.manual_seed(0)
     # field dropout off so that every modality of a combination provably gets gradients
-    return build_omni(load_config(profile="paper", overrides={**PAPER_SMALL, "model.inputs.field_dropout": 0.0}).model)
+    return build_model(load_config(profile="paper", overrides={**PAPER_SMALL, "model.inputs.field_dropout": 0.0}).model)
 
 
 def test_demo_every_modality_combination(demo):
@@ -156,7 +156,7 @@ def test_matryoshka_dims_and_save_load_round_trip(demo, tmp_path):
         demo.embed(batch, dim=100)
     demo.save(tmp_path / "m")
     assert not any("vision_tower" in k for k in __import__("safetensors.torch").torch.load_file(str(tmp_path / "m" / "omni.safetensors")))
-    again = load_omni(tmp_path / "m")
+    again = load_model(tmp_path / "m")
     assert torch.allclose(again.embed(batch), full, atol=1e-5)
 
 
@@ -194,7 +194,7 @@ def test_paper_profile_full_shape_on_meta_device():
     """The real ``paper`` profile: Qwen2-1.5B-shaped backbone, ViT-L/14 at 448 px, CLAP, 16 latents."""
     cfg = load_config(profile="paper").model
     with torch.device("meta"):
-        model = build_omni(cfg)
+        model = build_model(cfg)
     qwen = model.backbone.model.config
     assert (qwen.hidden_size, qwen.num_hidden_layers, qwen.num_attention_heads, qwen.num_key_value_heads, qwen.intermediate_size) == (1536, 28, 12, 2, 8960)
     non_embedding = sum(p.numel() for n, p in model.backbone.named_parameters() if "embed_tokens" not in n)

@@ -20,10 +20,10 @@ from sail_core.losses.infonce import InfoNCELoss
 from sail_core.losses.keys import side_key
 from sail_core.losses.patterns import pattern_losses, pattern_name
 from sail_core.model.assembly import collate
-from sail_core.model.item_inputs import ItemInputs
-from sail_core.model.omni import build_omni
-from sail_core.train.embed import embed_samples
-from sail_core.train.pair_data import load_pairs
+from sail_core.features.item_inputs import ItemInputs
+from sail_core.model.omni import build_model
+from sail_core.features.embed import embed_samples
+from sail_core.data.pair_data import load_pairs
 from sail_core.train.patterns import build_pattern_batch
 
 import tiny_pairs_data
@@ -36,7 +36,7 @@ def setup():
     data, cache = tiny_pairs_data.media_data()
     cfg = tiny_pairs_data.fast_config()
     torch.manual_seed(0)
-    model = build_omni(cfg.model).eval()
+    model = build_model(cfg.model).eval()
     inputs = ItemInputs.from_data_dir(data, cfg.model, cache, progress=False)
     return cfg, data, model, inputs
 

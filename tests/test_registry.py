@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from sail_core import registry, tracking
+from sail_core.pipeline import registry, tracking
 from sail_core.config import load_config
 from sail_core.paths import Workdir
 

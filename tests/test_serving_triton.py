@@ -1,5 +1,5 @@
 """The real tritonserver on 127.0.0.1 serving the omni model: every modality combination, promote, swap,
-failed promotion, rollback, malformed requests, the issue-2 text model, restart.
+failed promotion, rollback, malformed requests, restart.
 
 One server (free ports, temporary model repository) is shared by the module;
 the tests run in file order and walk one model through its life:
@@ -22,12 +22,12 @@ import time
 import numpy as np
 import pytest
 
-from omni_exports import ITEM, QUERY, omni_export, torch_embed
+from exports import ITEM, QUERY, omni_export, torch_embed
 from sail_core.config import load_config
-from sail_core.export import samples
+from sail_core.preprocess import samples
 from sail_core.paths import home
 from serving import server
-from serving.backend.omni_embedding import OnnxOmniEmbedder, truncate_normalise
+from serving.backend.embedder import OnnxEmbedder, truncate_normalise
 from serving.client import (
     ServingRequestError,
     ServingUnavailable,
@@ -161,7 +161,7 @@ def test_each_modality_combination_matches_pytorch(triton, models, combo):
     """Raw bytes through Triton == PyTorch on the same bytes == onnxruntime in-process, at every dim."""
     cfg, rows = triton["cfg"], COMBOS[combo]
     want = _torch_rows(models["model"][1], rows)
-    reference = OnnxOmniEmbedder(models["dirs"][1]).embed(**rows)
+    reference = OnnxEmbedder(models["dirs"][1]).embed(**rows)
     np.testing.assert_allclose(reference, want, atol=1e-4)
     for dim, protocol in ((None, "http"), (128, "grpc"), (64, "http")):
         got = embed(dim=dim, cfg=cfg, protocol=protocol, **rows)
@@ -171,8 +171,8 @@ def test_each_modality_combination_matches_pytorch(triton, models, combo):
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_text_only_call_of_issue_2_still_works(triton, models):
-    full = embed(TEXTS, None, triton["cfg"], "http")  # the lead's positional call
+def test_text_only_positional_call_works(triton, models):
+    full = embed(TEXTS, None, triton["cfg"], "http")  # positional (texts, dim, cfg, protocol)
     np.testing.assert_allclose(full, models["torch"][1], atol=1e-4)
     item = embed(TEXTS[:1], None, triton["cfg"], "http", side="target")
     want = torch_embed(models["model"][1], TEXTS[:1], [None], [None], [None], [ITEM])
@@ -205,8 +205,8 @@ def test_preprocess_copy_imports_in_the_triton_env(runtime, triton):
     modules = sorted(p.stem for p in (version_dir / "sail_core" / "preprocess").glob("*.py") if p.stem != "__init__")
     code = ("import importlib, sys, numpy; assert numpy.__version__ < '2', numpy.__version__\n"
             f"for m in {modules!r}: importlib.import_module('sail_core.preprocess.' + m)\n"
-            "import embedding, omni_embedding; assert 'torch' not in sys.modules\n"
-            "omni_embedding.OnnxOmniEmbedder('.')")
+            "import embedder; assert 'torch' not in sys.modules\n"
+            "embedder.OnnxEmbedder('.')")
     proc = subprocess.run([str(runtime.venv / "bin" / "python"), "-c", code], cwd=version_dir,
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})
     assert proc.returncode == 0, proc.stderr
@@ -304,7 +304,7 @@ def test_malformed_requests_get_clear_errors(triton, protocol):
 def test_bad_requests_do_not_disturb_concurrent_good_ones(triton, models):
     """Good and bad requests at once (the dynamic batcher may put them in one batch): each gets its own answer."""
     cfg = triton["cfg"]
-    want = OnnxOmniEmbedder(models["dirs"][1]).embed(texts=TEXTS[:1], images=[PNG])
+    want = OnnxEmbedder(models["dirs"][1]).embed(texts=TEXTS[:1], images=[PNG])
     results: dict[int, object] = {}
 
     def call(k):
@@ -330,21 +330,6 @@ def test_bad_requests_do_not_disturb_concurrent_good_ones(triton, models):
     assert len(results) == 8
 
 
-def test_the_issue_2_text_model_is_served_too(triton, tmp_path):
-    """A text-only export (format sail-embedding-onnx/1) promotes and serves TEXT; media are refused clearly."""
-    from sail_core.export.onnx import export_onnx
-    from sail_core.model.embedder import build_model
-
-    model = build_model(load_config(profile="tiny").model).eval()
-    export_onnx(model, tmp_path / "text")
-    cfg = triton["cfg"].model_copy(update={"model_name": "sail_text"})
-    result = promote(tmp_path / "text", 1, cfg, triton["repo"])
-    assert set(result["smoke"]) == {"text"}
-    np.testing.assert_allclose(embed(TEXTS, None, cfg), model.embed_texts(TEXTS).numpy(), atol=1e-4)
-    with pytest.raises(ServingRequestError, match="text-only model; it cannot take IMAGE"):
-        embed(TEXTS[:1], None, cfg, images=[PNG])
-
-
 def test_client_says_how_to_start_a_server(models):
     http, grpc = free_ports(2)
     cfg = models["cfg"].serve.model_copy(update={"http_port": http, "grpc_port": grpc})
@@ -362,5 +347,5 @@ def test_restart_serves_the_current_version(triton, models):
     print(f"restart + load of {sorted(info.loaded)}: {time.perf_counter() - started:.1f} s")
     assert cfg.model_name in info.loaded
     assert served_version(cfg) == "1"
-    np.testing.assert_allclose(embed(images=[PNG], cfg=cfg), OnnxOmniEmbedder(models["dirs"][1]).embed(images=[PNG]),
+    np.testing.assert_allclose(embed(images=[PNG], cfg=cfg), OnnxEmbedder(models["dirs"][1]).embed(images=[PNG]),
                                atol=1e-4)

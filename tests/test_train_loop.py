@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from sail_core.model.omni import load_omni
+from sail_core.model.omni import load_model
 from sail_core.train.checkpoint import list_checkpoints
 from sail_core.train.loop import train_stage
 
@@ -73,7 +73,7 @@ def test_outputs_summary_and_logs(cfg, full_run):
     assert len(metrics["history"]) == stage.steps and metrics["summary"]["stage"] == "stage1"
     assert (out / "loss_curve.png").stat().st_size > 0
     assert not (out / "checkpoints").exists()  # removed after success by default
-    model = load_omni(out / "model")
+    model = load_model(out / "model")
     assert (out / "model" / "sail_omni.json").exists()
     temps = json.loads((out / "model" / "temperatures.json").read_text())
     assert set(temps) == set(cfg.datasets)

@@ -35,14 +35,14 @@ def test_embed_samples_chunked_equals_one_padded_forward():
     import numpy as np
 
     from sail_core.model.assembly import OmniSample, collate
-    from sail_core.model.omni import build_omni
-    from sail_core.train.embed import embed_samples
+    from sail_core.model.omni import build_model
+    from sail_core.features.embed import embed_samples
 
     import tiny_pairs_data
 
     cfg = tiny_pairs_data.fast_config().model
     torch.manual_seed(0)
-    model = build_omni(cfg).eval()
+    model = build_model(cfg).eval()
     rng = np.random.default_rng(0)
     feat = lambda: rng.normal(size=(1280, 7, 7)).astype(np.float32)  # noqa: E731
     samples = [
@@ -62,13 +62,13 @@ def test_embed_samples_chunked_equals_one_padded_forward():
 
 
 def test_media_lr_puts_new_modules_in_their_own_group():
-    from sail_core.model.omni import build_omni
+    from sail_core.model.omni import build_model
     from sail_core.train.loop import MEDIA_MODULES, _param_groups
 
     import tiny_pairs_data
 
     cfg = tiny_pairs_data.fast_config()
-    model = build_omni(cfg.model)
+    model = build_model(cfg.model)
     stage = cfg.train.stages[0]
     assert len(_param_groups(model, stage)) == 1
     groups = _param_groups(model, stage.model_copy(update={"media_lr": 1e-3}))

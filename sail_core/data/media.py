@@ -70,19 +70,6 @@ def join_frames(paths: list[str]) -> str | None:
     return FRAME_SEP.join(paths) if paths else None
 
 
-def media_paths(row, root: Path) -> dict[str, list[Path]]:
-    """``{column: [absolute paths]}`` of one items row, resolved against the data folder ``root``."""
-    out = {}
-    for col in MEDIA_COLUMNS:
-        value = row.get(col)
-        if col == "frame_paths":
-            rels = split_frames(value)
-        else:
-            rels = [str(value).strip()] if value is not None and bool(pd.notna(value)) and str(value).strip() else []
-        out[col] = [Path(root) / r for r in rels]
-    return out
-
-
 def item_rng(seed: int, item_id: str) -> np.random.Generator:
     """The generator that draws one item's media: fixed by the data seed and the item id only."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(str(item_id).encode())])

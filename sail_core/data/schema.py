@@ -51,30 +51,3 @@ PAIR_COLUMNS: dict[str, str] = {
 }
 SPLITS = ("train", "test")
 
-
-def _present(value) -> bool:
-    """True unless ``value`` is None, NaN or ``pd.NA`` (checked without importing pandas)."""
-    if value is None:
-        return False
-    try:
-        return not (value != value)
-    except TypeError:  # pd.NA: its comparisons are NA, whose truth value raises
-        return False
-
-
-def item_text(row) -> str:
-    """The item's text field: title, year, tags, and other text fields, de-duplicated and joined."""
-    parts: list[str] = []
-    title = row.get("title")
-    year = row.get("year")
-    head = str(title) if _present(title) else ""
-    if _present(year) and str(year) not in head:
-        head = f"{head} ({int(year)})"
-    parts.append(head)
-    for key, label in (("tags", "Genres"), ("author", "By"), ("ocr", "Text"), ("asr", "Speech")):
-        value = row.get(key)
-        if _present(value) and str(value).strip():
-            text = f"{label}: {str(value).strip()}"
-            if text not in parts:
-                parts.append(text)
-    return ". ".join(p for p in parts if p)

@@ -3,15 +3,15 @@
 Several tasks share inputs (i2i, q2i and omni2omni all rank the catalogue's
 omni items under the same target instruction), so one :class:`SideEmbedder`
 per model serves every task. Inputs run sorted by length in batches of
-``batch_size`` (:func:`sail_core.train.embed.embed_samples`), with a progress bar.
+``batch_size`` (:func:`sail_core.features.embed.embed_samples`), with a progress bar.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sail_core.model.item_inputs import ItemInputs
-from sail_core.train.embed import embed_samples
+from sail_core.features.item_inputs import ItemInputs
+from sail_core.features.embed import embed_samples
 
 Side = tuple  # (item_id | None, text | None, modality, instruction)
 

@@ -1,10 +1,10 @@
 """The evaluate step: the trained omni model and the untrained baseline, same data, same run.
 
-The baseline is ``build_omni(cfg.model)`` seeded with ``cfg.train.seed``: the
+The baseline is ``build_model(cfg.model)`` seeded with ``cfg.train.seed``: the
 pretrained backbone (demo: MiniLM) and frozen towers with freshly initialised
 Perceiver resampler, audio adapter and media-type embeddings, i.e. exactly the
 model training starts from. Frozen-tower media features are computed once per
-data folder (:mod:`sail_core.model.media_features`) and shared by both models.
+data folder (:mod:`sail_core.features.media_cache`) and shared by both models.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from sail_core.eval.crossmodal import CROSS_MODAL, cross_modal
 from sail_core.eval.embed import SideEmbedder
 from sail_core.eval.report import write_report
 from sail_core.eval.retrieval import item_retrieval
-from sail_core.model.item_inputs import ItemInputs
-from sail_core.model.omni import build_omni, load_omni
+from sail_core.features.item_inputs import ItemInputs
+from sail_core.model.omni import build_model, load_model
 
 LOG = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def evaluate_model(model, inputs: ItemInputs, data_dir: Path, cfg: Config, notes
 def baseline_model(cfg: Config):
     """The untrained model: pretrained backbone, fresh Perceiver/adapter (seeded with ``train.seed``)."""
     torch.manual_seed(cfg.train.seed)
-    return build_omni(cfg.model)
+    return build_model(cfg.model)
 
 
 def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, cache_dir: Path | None = None) -> dict:
@@ -58,7 +58,7 @@ def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, cache_
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    trained_model = load_omni(model_dir)
+    trained_model = load_model(model_dir)
     inputs = ItemInputs.from_data_dir(data_dir, trained_model.cfg, cache_dir)
     notes: list[str] = []
     trained = evaluate_model(trained_model, inputs, data_dir, cfg, notes)

@@ -26,7 +26,7 @@ from sail_core.config import Config
 from sail_core.eval.embed import SideEmbedder
 from sail_core.eval.recall import per_query_recall
 from sail_core.model.pooling import matryoshka
-from sail_core.train.pair_data import load_pairs
+from sail_core.data.pair_data import load_pairs
 
 
 def _queries(pairs, item_row: dict[str, int], dataset: str):

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from sail_core.preprocess.omni_text import SegmentTokenizer
+from sail_core.preprocess.segments import SegmentTokenizer
 
 
 def compact(segments: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ head; Matryoshka dims are re-normalised prefixes (:func:`matryoshka`).
 In training, *modality dropout* drops each present modality of a sample (audio,
 cover, keyframes, text) with probability ``model.inputs.field_dropout``, never
 all of them; text fields are dropped before tokenisation by
-:func:`sail_core.preprocess.omni_text.drop_text_fields`.
+:func:`sail_core.preprocess.segments.drop_text_fields`.
 
 Batch keys (see :func:`sail_core.model.assembly.collate`):
 ``instr_ids``/``instr_mask`` (B, Li), ``text_ids``/``text_mask`` (B, Lt);
@@ -39,9 +39,9 @@ from sail_core.model.fusion import build_fusion, minilm_path
 from sail_core.model.perceiver import PerceiverResampler
 from sail_core.model.pooling import matryoshka, mean_tanh_pool
 from sail_core.model.vision import EfficientNetLite0Tower, build_vision_tower
-from sail_core.preprocess.omni_text import SegmentTokenizer
+from sail_core.preprocess.segments import SegmentTokenizer
 
-OMNI_CONFIG = "sail_omni.json"
+MODEL_CONFIG = "sail_omni.json"
 OMNI_WEIGHTS = "omni.safetensors"
 MODALITIES = ("audio", "cover", "frames", "text")
 
@@ -192,11 +192,11 @@ class OmniEmbedder(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         save_file(self._saved_state(), str(out / OMNI_WEIGHTS))
         shutil.copy(self.tokenizer_file, out / "tokenizer.json")
-        (out / OMNI_CONFIG).write_text(json.dumps(self.cfg.model_dump(), indent=2))
+        (out / MODEL_CONFIG).write_text(json.dumps(self.cfg.model_dump(), indent=2))
         return out
 
 
-def build_omni(cfg: ModelConfig, pretrained: bool = True, tokenizer_file: str | Path | None = None) -> OmniEmbedder:
+def build_model(cfg: ModelConfig, pretrained: bool = True, tokenizer_file: str | Path | None = None) -> OmniEmbedder:
     """The untrained omni embedder for ``cfg`` (demo: pretrained MiniLM + frozen EfficientNet; paper: random).
 
     ``tokenizer_file`` defaults to the packaged MiniLM's tokenizer.json (both backbones use it).
@@ -206,14 +206,14 @@ def build_omni(cfg: ModelConfig, pretrained: bool = True, tokenizer_file: str | 
     return OmniEmbedder(cfg, build_fusion(cfg, vocab_size=vocab, pretrained=pretrained), tokenizer_file)
 
 
-def load_omni(path: str | Path) -> OmniEmbedder:
+def load_model(path: str | Path) -> OmniEmbedder:
     """Load a model written by :meth:`OmniEmbedder.save`."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    cfg_file = path / OMNI_CONFIG
+    cfg_file = path / MODEL_CONFIG
     if not cfg_file.exists():
-        raise FileNotFoundError(f"{path} is not a saved SAIL omni model (no {OMNI_CONFIG}); save one with OmniEmbedder.save")
+        raise FileNotFoundError(f"{path} is not a saved SAIL omni model (no {MODEL_CONFIG}); save one with OmniEmbedder.save")
     cfg = ModelConfig.model_validate(json.loads(cfg_file.read_text()))
     vocab = SegmentTokenizer(path / "tokenizer.json", cfg.max_length).vocab_size
     model = OmniEmbedder(cfg, build_fusion(cfg, vocab_size=vocab, pretrained=False), path / "tokenizer.json")

@@ -78,7 +78,7 @@ def validate(cfg: Config, wd: Workdir, src: Path | None = None) -> dict:
 
 def version(cfg: Config, wd: Workdir, stages: list[str] | None = None) -> dict:
     """Record the data stages in dvc.lock, cache and push them; return the data hash."""
-    from sail_core.versioning import commit_and_push, out_hash
+    from sail_core.pipeline.versioning import commit_and_push, out_hash
 
     stages = stages or DATA_STAGES
     commit_and_push(wd.root, stages)
@@ -88,7 +88,7 @@ def version(cfg: Config, wd: Workdir, stages: list[str] | None = None) -> dict:
 
 
 def data_hash(wd: Workdir) -> str:
-    from sail_core.versioning import out_hash
+    from sail_core.pipeline.versioning import out_hash
 
     return out_hash(wd.root, "data/validated") or "unversioned"
 
@@ -102,7 +102,7 @@ def train(cfg: Config, wd: Workdir, resume: bool = False, airflow_run_id: str | 
     """
     import mlflow
 
-    from sail_core import tracking
+    from sail_core.pipeline import tracking
     from sail_core.train.loop import train_stage
 
     tags = {"sail.data_hash": data_hash(wd)}
@@ -137,7 +137,7 @@ def evaluate(cfg: Config, wd: Workdir) -> dict:
     """Recall@K of the trained model and of the untrained baseline; report + plot to MLflow."""
     import mlflow
 
-    from sail_core import tracking
+    from sail_core.pipeline import tracking
     from sail_core.eval.evaluate import evaluate as run_eval
 
     out = wd.reports / "eval"
@@ -155,8 +155,8 @@ def gate(cfg: Config, wd: Workdir) -> dict:
     """Compare the candidate with the champion (or the untrained baseline); raise GateFailed on a miss."""
     import mlflow
 
-    from sail_core import registry, tracking
-    from sail_core.gate import GateFailed, check_gate
+    from sail_core.pipeline import registry, tracking
+    from sail_core.pipeline.gate import GateFailed, check_gate
 
     run_id = tracking.current_run_id(wd)
     candidate = tracking.run_metrics(run_id)
@@ -179,12 +179,12 @@ def export(cfg: Config, wd: Workdir) -> dict:
     """Export the trained model to ONNX with a parity check against PyTorch per modality combination."""
     import mlflow
 
-    from sail_core import tracking
+    from sail_core.pipeline import tracking
     from sail_core.export.onnx import export_onnx
-    from sail_core.model.omni import load_omni
+    from sail_core.model.omni import load_model
     from sail_core.pipeline.atomic import replace_dir
 
-    model = load_omni(_final_model_dir(cfg, wd))
+    model = load_model(_final_model_dir(cfg, wd))
     with replace_dir(wd.onnx) as tmp:
         result = export_onnx(model, tmp, datasets=cfg.datasets)
     with tracking.resume_run(tracking.current_run_id(wd)):
@@ -198,7 +198,7 @@ def register(cfg: Config, wd: Workdir, airflow_run_id: str | None = None, commit
     """Version the model outputs with DVC, then register an MLflow model version aliased ``challenger``."""
     import mlflow
 
-    from sail_core import registry, tracking
+    from sail_core.pipeline import registry, tracking
 
     if commit_models:
         version(cfg, wd, MODEL_STAGES)
@@ -218,7 +218,7 @@ def promote(cfg: Config, wd: Workdir | None = None, model_version: int | None = 
 
     On any failure the new version is unloaded and the previous one keeps serving.
     """
-    from sail_core import registry
+    from sail_core.pipeline import registry
     from serving import promote as triton_promote
     from serving import server
 
@@ -239,7 +239,7 @@ def promote(cfg: Config, wd: Workdir | None = None, model_version: int | None = 
 
 def rollback(cfg: Config) -> dict:
     """Return Triton and the ``champion`` alias to the previously served version."""
-    from sail_core import registry
+    from sail_core.pipeline import registry
     from serving import promote as triton_promote
 
     result = triton_promote.rollback(cfg.serve, home().triton_repo)

@@ -1,7 +1,7 @@
 """Serve H mined hard negatives per query row, topped up with random catalogue items.
 
 Mined negatives come from ``hard_negatives/<dataset>.parquet`` (see
-:mod:`sail_core.train.pair_data`). A query with fewer than H mined negatives is
+:mod:`sail_core.data.pair_data`). A query with fewer than H mined negatives is
 filled with random items, so every row has exactly H and the tensor shapes match
 across ranks; a random item that happens to be a positive is masked by its key
 in the loss.

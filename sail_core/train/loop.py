@@ -9,7 +9,7 @@ hard negatives) are embedded in one pass of the single tower, and the loss is
 the sum over patterns and Matryoshka dims of InfoNCE with a learnable
 temperature per dataset (:mod:`sail_core.losses.patterns`); a dataset with
 ``target_gradient: false`` detaches its targets (LiT-style locked targets). Frozen-tower media
-features come from the per-data-folder cache (:mod:`sail_core.model.media_features`).
+features come from the per-data-folder cache (:mod:`sail_core.features.media_cache`).
 The loop knows nothing of MLflow or Airflow: per-step metrics go through the
 ``log`` callback.
 
@@ -37,8 +37,8 @@ from sail_core.losses.gather import world
 from sail_core.losses.infonce import InfoNCELoss
 from sail_core.losses.keys import side_key
 from sail_core.losses.patterns import any_valid, pattern_losses
-from sail_core.model.item_inputs import ItemInputs
-from sail_core.model.omni import OMNI_CONFIG, OmniEmbedder, build_omni, load_omni
+from sail_core.features.item_inputs import ItemInputs
+from sail_core.model.omni import MODEL_CONFIG, OmniEmbedder, build_model, load_model
 from sail_core.train.checkpoint import (
     CHECKPOINTS,
     latest_checkpoint,
@@ -47,10 +47,10 @@ from sail_core.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sail_core.train.embed import embed_samples
+from sail_core.features.embed import embed_samples
 from sail_core.train.curves import plot_loss_curve, write_train_metrics
 from sail_core.train.hard_negatives import HardNegativePool
-from sail_core.train.pair_data import load_hard_negatives, load_pairs
+from sail_core.data.pair_data import load_hard_negatives, load_pairs
 from sail_core.train.patterns import PatternBatch, build_pattern_batch
 from sail_core.train.sampler import StochasticSpecialisationSampler
 from sail_core.train.schedule import warmup_cosine
@@ -88,13 +88,13 @@ def _loss_for(cfg: Config, model: OmniEmbedder, init_from: Path | None) -> InfoN
 
 
 def load_initial_model(cfg: Config, init_from: Path | None) -> OmniEmbedder:
-    """The previous stage's saved omni model, else ``build_omni(cfg.model)`` (pretrained backbone)."""
+    """The previous stage's saved omni model, else ``build_model(cfg.model)`` (pretrained backbone)."""
     if init_from is None:
-        return build_omni(cfg.model)
-    if not (Path(init_from) / OMNI_CONFIG).exists():
-        raise FileNotFoundError(f"init_from {init_from} holds no saved omni model ({OMNI_CONFIG}); "
+        return build_model(cfg.model)
+    if not (Path(init_from) / MODEL_CONFIG).exists():
+        raise FileNotFoundError(f"init_from {init_from} holds no saved omni model ({MODEL_CONFIG}); "
                                 "point it at a stage's model/ folder")
-    return load_omni(init_from)
+    return load_model(init_from)
 
 
 MEDIA_MODULES = ("perceiver.", "audio.", "media_type")
@@ -139,7 +139,7 @@ def train_stage(
         stage: the stage to run (``cfg.train.stages[i]``).
         data_dir: folder with ``items.parquet`` (+ the media its paths name) and ``pairs/<dataset>.parquet``.
         out_dir: receives ``checkpoints/``, ``model/``, ``train_metrics.json``, ``loss_curve.png``.
-        init_from: a saved omni model folder (previous stage) to start from; else ``build_omni(cfg.model)``.
+        init_from: a saved omni model folder (previous stage) to start from; else ``build_model(cfg.model)``.
         log: ``log(metrics, step)`` called every step on rank 0 (the tracking code passes MLflow's);
             names are unprefixed: ``loss``, ``nce_<pattern>_<dim>_loss`` (pattern name-safe, e.g.
             ``nce_image2text_384_loss``; only the step's dataset's patterns), ``lr``, ``grad_norm``,

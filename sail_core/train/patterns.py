@@ -2,7 +2,7 @@
 
 For each row and each pattern ``Q->T`` of ``cfg.datasets[d].patterns`` the query
 side is shown as modality Q with the dataset's query instruction and the target
-side as T with its target instruction (:class:`sail_core.model.item_inputs.ItemInputs`).
+side as T with its target instruction (:class:`sail_core.features.item_inputs.ItemInputs`).
 A side that lacks the modality gets index -1 and the row is skipped for that
 pattern. Identical inputs (same side, modality and instruction: an item that is
 the target of several rows, a genre label, a self-pair's item) are built once.
@@ -24,7 +24,7 @@ from sail_core.config import DatasetConfig
 from sail_core.losses.keys import key_tensor, side_key
 from sail_core.losses.patterns import PatternPairs, split_pattern
 from sail_core.model.assembly import OmniSample
-from sail_core.model.item_inputs import ItemInputs
+from sail_core.features.item_inputs import ItemInputs
 
 
 @dataclass

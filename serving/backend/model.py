@@ -12,11 +12,8 @@ An empty element (b"") means "this row has no such modality"; a row with none is
 Output:
     EMBEDDING  TYPE_FP32 [B, dim]   L2-normalised
 
-The version folder holds this file, ``omni_embedding.py``, ``embedding.py``,
-the export folder's files and a copy of ``sail_core/preprocess/``. An export of
-the issue-2 text model (format ``sail-embedding-onnx/1``) is served too: TEXT
-(already formatted, instruction included) and DIM only. Runs in the Triton
-runtime environment: numpy<2, onnxruntime, tokenizers, pillow; no torch. A bad
+The version folder holds this file, ``embedder.py``, the export folder's files
+and a copy of ``sail_core/preprocess/``. Runs in the Triton runtime environment: numpy<2, onnxruntime, tokenizers, pillow; no torch. A bad
 request gets a ``TritonError`` naming the problem; the other requests of the
 same batch are served normally.
 """
@@ -27,8 +24,6 @@ import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-OMNI_FORMAT = "sail-omni-onnx/1"
 
 
 def _strings(request, name, text=False):
@@ -67,31 +62,15 @@ class TritonPythonModel:
         providers = [p.strip() for p in params.get("onnx_providers", "CPUExecutionProvider").split(",") if p.strip()]
         threads = int(params.get("intra_op_threads", "0") or 0)
         device_id = int(args.get("model_instance_device_id", 0) or 0)
-        with open(os.path.join(version_dir, "export.json")) as fh:
-            self.omni = json.load(fh).get("format") == OMNI_FORMAT
-        if self.omni:
-            from omni_embedding import OnnxOmniEmbedder  # noqa: E402  (lives next to this file)
+        from embedder import OnnxEmbedder  # noqa: E402  (lives next to this file)
 
-            self.embedder = OnnxOmniEmbedder(version_dir, providers, threads, device_id)
-        else:
-            from embedding import OnnxTextEmbedder  # noqa: E402
-
-            self.embedder = OnnxTextEmbedder(version_dir, providers=providers, intra_op_threads=threads,
-                                             device_id=device_id)
+        self.embedder = OnnxEmbedder(version_dir, providers, threads, device_id)
         self.version = args["model_version"]
 
     def _parse(self, request):
-        """(payload, dim) for one request; payload is decoded rows (omni) or texts (text model)."""
+        """(decoded rows, dim) for one request."""
         dim = self.embedder.check_dim(_dim(request))
         texts = _first(_strings(request, "TEXT", text=True))
-        if not self.omni:
-            media = [n for n in ("IMAGE", "FRAMES", "AUDIO") if pb_utils.get_input_tensor_by_name(request, n) is not None]
-            if media:
-                raise ValueError(f"this model version is the text-only model; it cannot take {', '.join(media)}")
-            if texts is None:
-                raise ValueError("TEXT is missing: this text-only model version needs TEXT")
-            self.embedder.check_texts(texts)
-            return texts, dim
         rows = self.embedder.decode(
             texts=texts,
             images=_first(_strings(request, "IMAGE")),
@@ -116,13 +95,13 @@ class TritonPythonModel:
         # One engine call for all valid requests of this batch.
         everything = [x for _, payload, _ in parsed for x in payload]
         try:
-            full = self.embedder.embed_rows(everything) if self.omni else self.embedder.embed_full(everything)
+            full = self.embedder.embed_rows(everything)
         except Exception as err:  # noqa: BLE001  (report the engine's failure to every caller)
             message = f"embedding failed in model version {self.version}: {err}"
             for i, _, _ in parsed:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
             return responses
-        from omni_embedding import truncate_normalise  # noqa: E402
+        from embedder import truncate_normalise  # noqa: E402
 
         start = 0
         for i, payload, dim in parsed:

@@ -1,7 +1,7 @@
-"""onnxruntime omni embedder (no torch): raw text, image bytes, keyframe bytes and WAV bytes -> embeddings.
+"""onnxruntime embedder (no torch): raw text, image bytes, keyframe bytes and WAV bytes -> embeddings.
 
 Runs inside Triton's python backend (copied next to ``model.py``) and
-in-process as the parity reference (``serving.backend.omni_embedding``), so
+in-process as the parity reference (``serving.backend.embedder``), so
 both sides run one code. Preprocessing is the training code,
 ``sail_core/preprocess/`` (copied into each version folder):
 
@@ -25,7 +25,6 @@ with nothing at all is an error.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,10 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from sail_core.preprocess.audio import SpeechEmbedder, read_wav
+from sail_core.preprocess.export_format import read_export_meta
 from sail_core.preprocess.image import keyframe_indices, load_image
 from sail_core.preprocess.instructions import resolve_instruction
-from sail_core.preprocess.omni_feeds import encoder_feeds
-from sail_core.preprocess.omni_text import SegmentTokenizer
+from sail_core.preprocess.feeds import encoder_feeds
+from sail_core.preprocess.segments import SegmentTokenizer
 
 NORM_EPS = 1e-12  # the same clamp as torch.nn.functional.normalize
 VISION_BATCH = 32
@@ -105,30 +105,28 @@ def _read_path_or_bytes(value):
     return value
 
 
-class OnnxOmniEmbedder:
+class OnnxEmbedder:
     """Decode, run ``vision_encoder.onnx`` and ``model.onnx``, truncate to a Matryoshka dim.
 
-    ``model_dir`` is an omni export folder (``export.json`` format ``sail-omni-onnx/1``).
+    ``model_dir`` is an export folder (:mod:`sail_core.preprocess.export_format`).
     """
 
     def __init__(self, model_dir: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0,
                  device_id: int = 0):
         model_dir = Path(model_dir)
-        self.meta = json.loads((model_dir / "export.json").read_text())
-        m = self.meta
-        self.hidden_size = int(m["hidden_size"])
-        self.dims = [int(d) for d in m["matryoshka_dims"]]
-        self.image_size = int(m["image_size"])
-        self.keyframes = int(m["keyframes"])
-        self.feature_shape = [int(s) for s in m["vision_feature_shape"]]
-        self.audio_dim = int(m["audio_dim"])
-        self.tokenizer = SegmentTokenizer(model_dir / m["tokenizer_file"], int(m["max_length"]),
-                                          int(m["max_instruction_length"]))
+        self.meta = m = read_export_meta(model_dir)
+        self.hidden_size = int(m.hidden_size)
+        self.dims = [int(d) for d in m.matryoshka_dims]
+        self.image_size = int(m.image_size)
+        self.keyframes = int(m.keyframes)
+        self.feature_shape = [int(s) for s in m.vision_feature_shape]
+        self.audio_dim = int(m.audio_dim)
+        self.tokenizer = SegmentTokenizer(model_dir / m.tokenizer_file, int(m.max_length), int(m.max_instruction_length))
         providers = providers or ["CPUExecutionProvider"]
-        self.encoder = _session(model_dir / m["onnx_file"], providers, intra_op_threads, device_id)
-        self.vision = _session(model_dir / m["vision_file"], providers, intra_op_threads, device_id)
-        mel, emb = (model_dir / f for f in m["speech_files"])
-        self.speech = SpeechEmbedder(threads=1, chunk_seconds=float(m["audio_chunk_seconds"]), models=(mel, emb))
+        self.encoder = _session(model_dir / m.onnx_file, providers, intra_op_threads, device_id)
+        self.vision = _session(model_dir / m.vision_file, providers, intra_op_threads, device_id)
+        mel, emb = (model_dir / f for f in m.speech_files)
+        self.speech = SpeechEmbedder(threads=1, chunk_seconds=float(m.audio_chunk_seconds), models=(mel, emb))
 
     # -- checks -----------------------------------------------------------------------------
     def check_dim(self, dim: int | None) -> int:
@@ -177,7 +175,7 @@ class OnnxOmniEmbedder:
                                  "send at least one modality per row")
             has_media = _present(images[i]) or bool(shots) or _present(audios[i])
             rows.append(Row(
-                instruction=resolve_instruction(self.meta["instructions"], self.meta["instruction_defaults"],
+                instruction=resolve_instruction(self.meta.instructions, self.meta.instruction_defaults,
                                                 tasks[i], sides[i], has_media),
                 text=text,
                 cover=self._image(images[i], f"IMAGE[{i}]") if _present(images[i]) else None,
@@ -207,7 +205,7 @@ class OnnxOmniEmbedder:
             i += k
         feeds = encoder_feeds(self.tokenizer, [r.instruction for r in rows], [r.text for r in rows],
                               [r.audio for r in rows], cover, frames, self.audio_dim, self.feature_shape)
-        return self.encoder.run([self.meta["output"]], feeds)[0].astype(np.float32)
+        return self.encoder.run([self.meta.output], feeds)[0].astype(np.float32)
 
     def embed(self, texts: Sequence | None = None, images: Sequence | None = None,
               frames: Sequence[Sequence] | None = None, audios: Sequence | None = None, dim: int | None = None,

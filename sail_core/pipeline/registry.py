@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sail_core.tracking import configure
+from sail_core.pipeline.tracking import configure
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

@@ -3,7 +3,7 @@
 A pair side is shown to the model as one of these modalities:
 
 - ``text``: the item's text fields (title, year, tags, OCR, ASR, author) joined by
-  :func:`sail_core.preprocess.omni_text.join_fields`;
+  :func:`sail_core.preprocess.segments.join_fields`;
 - ``image``: the cover only; ``frames``: the keyframes only; ``audio``: the spoken track only;
 - ``omni``: everything the item has.
 
@@ -16,7 +16,7 @@ never all of them) and keyframes are sampled at random inside ``k`` equal
 segments; modality dropout happens inside the model. In evaluation, all fields
 are kept and keyframes are the segment centres.
 
-Media come as frozen-tower features from :mod:`sail_core.model.media_features`
+Media come as frozen-tower features from :mod:`sail_core.features.media_cache`
 (the demo: EfficientNet-Lite0 frozen, speech_embedding) or, for trainable towers
 (the ``paper`` profile), as pixels and log-mel chunks loaded per sample (no cache).
 """
@@ -33,7 +33,7 @@ import pandas as pd
 from sail_core.config import ModelConfig
 from sail_core.model.assembly import OmniSample
 from sail_core.preprocess.image import keyframe_indices, load_image
-from sail_core.preprocess.omni_text import drop_text_fields, join_fields
+from sail_core.preprocess.segments import drop_text_fields, join_fields
 
 SIDE_MODALITIES = ("text", "image", "frames", "audio", "omni")
 TEXT_COLUMNS = ("title", "year", "tags", "ocr", "asr", "author")
@@ -111,7 +111,7 @@ class ItemInputs:
         images = images if self.vision == "features" else []
         audios = audios if self.audio_kind == "feats" else []
         if images or audios:
-            from sail_core.model.media_features import load_media_features
+            from sail_core.features.media_cache import load_media_features
 
             self.features = load_media_features(self.data_dir, images, audios, cache_dir, cfg.vision.image_size,
                                                 cfg.audio.chunk_seconds, progress)
@@ -119,7 +119,7 @@ class ItemInputs:
     @classmethod
     def from_data_dir(cls, data_dir: str | os.PathLike, cfg: ModelConfig, cache_dir=None, progress: bool = True) -> "ItemInputs":
         from sail_core.data import schema
-        from sail_core.train.pair_data import plain_nulls
+        from sail_core.data.pair_data import plain_nulls
 
         path = Path(data_dir) / f"{schema.ITEMS}.parquet"
         if not path.exists():
@@ -156,7 +156,7 @@ class ItemInputs:
     def _audio(self, rel: str) -> np.ndarray:
         if self.audio_kind == "feats":
             return self.features.audio(rel)
-        from sail_core.model.clap_features import clap_chunks
+        from sail_core.features.clap_chunks import clap_chunks
 
         return clap_chunks(self.data_dir / rel, self.cfg.audio)
 

@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from sail_core.model import media_features
-from sail_core.model.media_features import load_media_features
+from sail_core.features import media_cache
+from sail_core.features.media_cache import load_media_features
 from sail_core.model.vision import EfficientNetLite0Tower, encode_images
 from sail_core.preprocess.audio import SpeechEmbedder
 
@@ -41,7 +41,7 @@ def test_features_equal_the_towers_and_are_reused(folder, tmp_path):
     # same process: served from memory (same object)
     assert load_media_features(folder, images, audios, cache, 224, 2.0, progress=False) is feats
     # new process (memory cleared): read from disk, nothing recomputed
-    media_features._MEMORY.clear()
+    media_cache._MEMORY.clear()
     before = (cache / "image.npy").stat().st_mtime_ns
     again = load_media_features(folder, images, audios, cache, 224, 2.0, progress=False)
     assert (cache / "image.npy").stat().st_mtime_ns == before
@@ -51,7 +51,7 @@ def test_features_equal_the_towers_and_are_reused(folder, tmp_path):
     from PIL import Image
 
     Image.new("RGB", (64, 64), (0, 0, 0)).save(folder / images[0])
-    media_features._MEMORY.clear()
+    media_cache._MEMORY.clear()
     changed = load_media_features(folder, images, audios, cache, 224, 2.0, progress=False)
     assert not np.allclose(changed.image(images[0]), got[0], atol=1e-2)
     np.testing.assert_array_equal(changed.images(images[1:]), got[1:])
@@ -61,5 +61,5 @@ def test_features_equal_the_towers_and_are_reused(folder, tmp_path):
     with pytest.raises(KeyError, match="no cached image features"):
         changed.image("media/covers/nope.jpg")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        media_features._MEMORY.clear()
+        media_cache._MEMORY.clear()
         load_media_features(folder, images + ["media/covers/missing.jpg"], [], cache, 224, 2.0, progress=False)

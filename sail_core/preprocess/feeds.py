@@ -1,6 +1,6 @@
 """Input arrays of the exported omni encoder graph (numpy + tokenizers only, no torch).
 
-The ONNX encoder (``sail_core.export.omni``) takes precomputed frozen features
+The ONNX encoder (``sail_core.export.onnx``) takes precomputed frozen features
 and presence masks for every modality, always all ten inputs:
 
 ===============  =========================  ====================================
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sail_core.preprocess.omni_text import SegmentTokenizer
+from sail_core.preprocess.segments import SegmentTokenizer
 
 
 def _stack(values: Sequence[np.ndarray | None], shape: tuple[int, ...], what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Shared by tests/test_onnx_omni.py and tests/test_serving_triton.py: real omni exports, built once per
+"""Shared by tests/test_export_onnx.py and tests/test_serving_triton.py: real omni exports, built once per
 pytest process (they take seconds each), and the PyTorch reference for raw-media rows."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ _ROOT = Path(tempfile.mkdtemp(prefix="sail-test-omni-exports-"))
 def omni_model(variant: int):
     """The demo omni model (real MiniLM + EfficientNet-Lite0) with its new parts nudged by ``variant``'s seed,
     so that the perceiver, the audio adapter and the media types matter as after training."""
-    from sail_core.model.omni import build_omni
+    from sail_core.model.omni import build_model
 
     torch.manual_seed(variant)
-    model = build_omni(load_config(profile="demo").model).eval()
+    model = build_model(load_config(profile="demo").model).eval()
     with torch.no_grad():
         for p in [*model.perceiver.parameters(), *model.audio.parameters(), model.media_type]:
             p.add_(0.02 * torch.randn(p.shape))

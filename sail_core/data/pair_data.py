@@ -22,15 +22,6 @@ def plain_nulls(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), None)
 
 
-def load_item_texts(data_dir: Path) -> dict[str, str]:
-    """item_id -> :func:`schema.item_text` of its row."""
-    path = Path(data_dir) / f"{schema.ITEMS}.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; build the data first (`sail ingest`) or pass the right data folder")
-    items = plain_nulls(pd.read_parquet(path))
-    return {str(r["item_id"]): schema.item_text(r) for r in items.to_dict("records")}
-
-
 def load_pairs(data_dir: Path, dataset: str, split: str) -> pd.DataFrame:
     """The ``split`` rows of ``pairs/<dataset>.parquet``, index reset."""
     path = Path(data_dir) / schema.PAIRS_DIR / f"{dataset}.parquet"

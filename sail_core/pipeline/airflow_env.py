@@ -80,7 +80,7 @@ def _admin_password() -> str:
 
 def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000) -> None:
     """Start `airflow standalone` and `mlflow ui` on 127.0.0.1 until Ctrl-C."""
-    from sail_core.tracking import tracking_uri
+    from sail_core.pipeline.tracking import tracking_uri
 
     db_migrate()
     logs = home().logs

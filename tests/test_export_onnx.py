@@ -1,6 +1,6 @@
 """ONNX export of the omni embedder (real MiniLM + real frozen EfficientNet-Lite0): parity with PyTorch per
 modality combination, graph axes and metadata, and the torch-free serving runner
-(serving.backend.omni_embedding) against PyTorch on fresh PNG/JPEG/WAV bytes, with its errors."""
+(serving.backend.embedder) against PyTorch on fresh PNG/JPEG/WAV bytes, with its errors."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import onnx
 import pytest
 
 from sail_core.config import load_config
-from sail_core.export import samples
-from sail_core.export.omni import COMBINATIONS
-from sail_core.export.onnx import ExportParityError, export_onnx, read_export_meta
+from sail_core.export.onnx import COMBINATIONS, ExportParityError, export_onnx
+from sail_core.preprocess import samples
+from sail_core.preprocess.export_format import FORMAT, ExportFormatError, ExportMeta, read_export_meta
 from sail_core.model.omni import OmniEmbedder
 from sail_core.preprocess.instructions import instruction_tables, resolve_instruction
-from serving.backend.omni_embedding import OnnxOmniEmbedder, truncate_normalise
-from omni_exports import ITEM, QUERY, omni_export, omni_model, torch_embed
+from serving.backend.embedder import OnnxEmbedder, truncate_normalise
+from exports import ITEM, QUERY, omni_export, omni_model, torch_embed
 
 @pytest.fixture(scope="module")
 def cfg():
@@ -37,8 +37,8 @@ def model(exported) -> OmniEmbedder:
 
 
 @pytest.fixture(scope="module")
-def runner(exported) -> OnnxOmniEmbedder:
-    return OnnxOmniEmbedder(exported[0])
+def runner(exported) -> OnnxEmbedder:
+    return OnnxEmbedder(exported[0])
 
 
 def test_export_parity_for_every_modality_combination(exported):
@@ -52,14 +52,15 @@ def test_export_parity_for_every_modality_combination(exported):
     assert result["max_abs_diff"] == max(result["parity"].values())
     assert result["vision_max_rel_diff"] <= 1e-4 and result["parity_ok"] is True
     meta = read_export_meta(out)
-    assert meta["parity"] == result["parity"] and meta["parity_ok"] is True
-    assert meta["export_seconds"] > 0
+    assert meta.parity == result["parity"] and meta.parity_ok is True
+    assert meta.export_seconds > 0
 
 
 def test_export_metadata_says_what_serving_needs(exported, cfg):
     out, _ = exported
     meta = json.loads((out / "export.json").read_text())
-    assert meta["format"] == "sail-omni-onnx/1"
+    assert meta["format"] == FORMAT
+    assert ExportMeta.from_dict(meta).to_dict() == meta  # the typed record round-trips
     assert meta["hidden_size"] == 384 and meta["matryoshka_dims"] == [384, 128, 64]
     assert meta["image_size"] == 224 and meta["vision_feature_shape"] == [1280, 7, 7]
     assert meta["keyframes"] == cfg.model.inputs.keyframes and meta["audio_dim"] == 96
@@ -68,6 +69,21 @@ def test_export_metadata_says_what_serving_needs(exported, cfg):
     assert meta["instruction_defaults"] == {"query": "q2i", "target": "copair_i2i"}
     for name in meta["files"]:
         assert (out / name).is_file(), name
+
+
+def test_other_formats_and_incomplete_folders_are_refused_by_name(exported, tmp_path):
+    out, _ = exported
+    (tmp_path / "export.json").write_text(json.dumps({"format": "sail-embedding-onnx/1", "hidden_size": 384}))
+    with pytest.raises(ExportFormatError, match=r"'sail-embedding-onnx/1' cannot be served.*sail export"):
+        read_export_meta(tmp_path)
+    meta = json.loads((out / "export.json").read_text())
+    (tmp_path / "export.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportFormatError, match=r"incomplete ONNX export \(missing model.onnx"):
+        read_export_meta(tmp_path)
+    del meta["hidden_size"]
+    (tmp_path / "export.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportFormatError, match="missing keys hidden_size"):
+        read_export_meta(tmp_path)
 
 
 def test_graphs_keep_batch_length_and_frame_axes_symbolic(exported):
@@ -166,7 +182,7 @@ def test_export_refuses_a_graph_that_drifts(cfg, tmp_path):
 
 def test_export_refuses_the_clap_audio_tower(cfg, tmp_path):
     paper_audio = load_config(profile="paper").model.audio
-    from sail_core.export.omni import _check_exportable
+    from sail_core.export.onnx import _check_exportable
 
     model = type("Stub", (), {"cfg": cfg.model.model_copy(update={"audio": paper_audio}), "vision_tower": None})()
     with pytest.raises(ValueError, match="speech_embedding audio encoder"):
