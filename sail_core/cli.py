@@ -27,6 +27,7 @@ class State:
     profile: Optional[str] = None
     overrides: dict[str, Any] = {}
     workdir: Optional[Path] = None
+    dry_run: bool = False
 
 
 def _parse_sets(sets: list[str]) -> dict[str, Any]:
@@ -45,8 +46,9 @@ def main(
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="profile in params.yaml (default: its `profile` key, or $SAIL_PROFILE)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key, KEY=VALUE (repeatable)"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="project root holding data/, models/, reports/ (default: the repository)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="load and check the configuration and arguments, print the call the verb would make, and stop"),
 ) -> None:
-    State.params, State.profile, State.workdir = params, profile, workdir
+    State.params, State.profile, State.workdir, State.dry_run = params, profile, workdir, dry_run
     State.overrides = _parse_sets(set_)
 
 
@@ -62,10 +64,22 @@ def _wd():
     return workdir(State.workdir)
 
 
+def _describe(fn, args: tuple, kwargs: dict) -> str:
+    shown = [type(a).__name__ if hasattr(a, "model_dump") else repr(a) for a in args]
+    shown += [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{fn.__module__}.{fn.__qualname__}({', '.join(shown)})"
+
+
 def _run(fn, *args, **kwargs):
-    """Run a step; turn expected failures into a one-screen message and a non-zero exit."""
+    """Run a step; turn expected failures into a one-screen message and a non-zero exit.
+
+    With ``--dry-run`` every call but loading the configuration is printed instead of made, and the
+    verb stops there (exit 0): the configuration and the arguments have been checked by then."""
     from sail_core.config import ConfigError
 
+    if State.dry_run and fn not in (_cfg, _wd) and fn.__module__ != "sail_core.config":  # config calls only check
+        out.print(f"dry run (profile {_cfg().profile!r}): would call {_describe(fn, args, kwargs)}")
+        raise typer.Exit(0)
     try:
         result = fn(*args, **kwargs)
     except ConfigError as e:
@@ -265,6 +279,22 @@ def embed(
 
 
 # ------------------------------------------------------------ orchestration
+def _run_conf(conf: str) -> dict:
+    """The DAG run conf, checked before Airflow starts: JSON, a known profile that can run its steps."""
+    from sail_core import pipeline
+    from sail_core.config import check_steps, load_config
+
+    try:
+        parsed = json.loads(conf)
+    except ValueError as e:
+        raise typer.BadParameter(f"--conf is not JSON ({e}); e.g. --conf '{{\"profile\": \"demo\"}}'")
+    if not isinstance(parsed, dict):
+        raise typer.BadParameter(f"--conf must be a JSON object, got {conf!r}")
+    cfg = _run(load_config, State.params, parsed.get("profile") or State.profile, State.overrides)
+    _run(check_steps, cfg, parsed.get("steps") or pipeline.STEPS)
+    return parsed
+
+
 @app.command()
 def run(
     conf: str = typer.Option("{}", "--conf", help="JSON run conf for the DAG (profile, steps, gate_thresholds, promote)"),
@@ -272,7 +302,7 @@ def run(
     """Run the whole pipeline DAG through Airflow (`airflow dags test`, SQLite)."""
     from sail_core.pipeline import airflow_env
 
-    code = airflow_env.dags_test(json.loads(conf))
+    code = _run(airflow_env.dags_test, _run_conf(conf))
     raise typer.Exit(code)
 
 
@@ -286,7 +316,7 @@ def demo(
     from sail_core.paths import home
     from serving import client
 
-    code = airflow_env.dags_test({"profile": profile})
+    code = _run(airflow_env.dags_test, _run_conf(json.dumps({"profile": profile})))
     if code != 0:
         err.print(f"[red]the DAG run failed[/] (exit {code}); the task logs above say where. Earlier outputs are kept.")
         raise typer.Exit(code)
@@ -306,7 +336,7 @@ def ui():
     """Start `airflow standalone` and `mlflow ui` on 127.0.0.1 and print their addresses and login."""
     from sail_core.pipeline import airflow_env
 
-    airflow_env.start_uis()
+    _run(airflow_env.start_uis)
 
 
 if __name__ == "__main__":  # pragma: no cover
