@@ -97,6 +97,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(cfg, data, cache, f
     for (s, m), (rs, rm) in zip(logged, reference[2:]):
         assert s == rs
         assert m["loss"] == pytest.approx(rm["loss"], rel=1e-4, abs=1e-5)
+        assert m["lr"] == pytest.approx(rm["lr"], rel=1e-9)  # the scheduler resumed from its checkpointed state
     history = json.loads((tmp_path / "train_metrics.json").read_text())["history"]
     assert [h["step"] for h in history] == [1, 2, 3, 4]
 

@@ -1,4 +1,4 @@
-"""Training parts: warm-up/cosine schedule, atomic checkpoints, length-bucketed omni embedding."""
+"""Training parts: the warm-up/cosine schedule and its resume, atomic checkpoints, length-bucketed omni embedding."""
 
 from __future__ import annotations
 
@@ -8,13 +8,49 @@ import pytest
 import torch
 
 from sail_core.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from sail_core.train.schedule import warmup_cosine_factor
+from transformers import get_cosine_schedule_with_warmup
 
-def test_warmup_then_cosine():
-    f = [warmup_cosine_factor(s, warmup_steps=4, total_steps=12) for s in range(12)]
-    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert f[4] == 1.0 and f[8] == pytest.approx(0.5) and f[11] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
-    assert all(a >= b for a, b in zip(f[4:], f[5:]))
+
+def _lrs(scheduler, optimizer, steps: int) -> list[float]:
+    """The lr each of the next ``steps`` optimiser steps runs with (read before the step, as the loop does)."""
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def _optimizer(peak: float = 0.1) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=peak)
+
+
+def test_warmup_then_cosine_matches_the_formula():
+    opt = _optimizer(0.1)
+    lrs = _lrs(get_cosine_schedule_with_warmup(opt, num_warmup_steps=4, num_training_steps=12), opt, 12)
+    # warm-up: step/4 of the peak (the first step runs at 0); then 0.5 (1 + cos(pi (step - 4) / 8))
+    assert lrs[:5] == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1])
+    assert lrs[6] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 4)))   # 0.08536
+    assert lrs[8] == pytest.approx(0.05)
+    assert lrs[11] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))  # 0.00381
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+
+
+def test_schedule_resumes_from_a_checkpoint_at_the_same_lr(tmp_path):
+    opt = _optimizer()
+    reference = _lrs(get_cosine_schedule_with_warmup(opt, 3, 10), opt, 10)
+
+    opt = _optimizer()
+    scheduler = get_cosine_schedule_with_warmup(opt, 3, 10)
+    first = _lrs(scheduler, opt, 5)
+    save_checkpoint(tmp_path, 5, {"optimizer": opt.state_dict(), "scheduler": scheduler.state_dict()})
+
+    opt = _optimizer()  # a fresh process: new optimiser and scheduler, then the checkpoint's state
+    scheduler = get_cosine_schedule_with_warmup(opt, 3, 10)
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    opt.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    assert first + _lrs(scheduler, opt, 5) == pytest.approx(reference)
 
 
 def test_checkpoints_are_atomic_pruned_and_warn_on_mismatch(tmp_path):

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
+from transformers import get_cosine_schedule_with_warmup
 
 from sail_core.config import Config, StageConfig
 from sail_core.losses.gather import world
@@ -53,7 +54,6 @@ from sail_core.train.hard_negatives import HardNegativePool
 from sail_core.data.pair_data import load_hard_negatives, load_pairs
 from sail_core.train.patterns import PatternBatch, build_pattern_batch
 from sail_core.train.sampler import StochasticSpecialisationSampler
-from sail_core.train.schedule import warmup_cosine
 
 LOG = logging.getLogger(__name__)
 TEMPERATURES_FILE = "temperatures.json"
@@ -158,7 +158,8 @@ def train_stage(
 
     if size > 1 and not lead:
         dist.barrier()  # rank 0 fills the media feature cache first; the others then read it
-    inputs = ItemInputs.from_data_dir(data_dir, cfg.model, cache_dir, progress=lead)
+    inputs = ItemInputs.from_data_dir(data_dir, cfg.model, cache_dir, progress=lead,
+                                      feature_threads=cfg.train.feature_threads)
     if size > 1 and lead:
         dist.barrier()
     modes = inputs.collate_modes
@@ -187,7 +188,8 @@ def train_stage(
         temp_group["lr"] = stage.temperature_lr
     optimizer = torch.optim.AdamW(_param_groups(model, stage) + [temp_group], lr=stage.lr)
     data_rng = np.random.default_rng([cfg.train.seed, 3, rank])  # field dropout, keyframe sampling
-    scheduler = warmup_cosine(optimizer, stage.warmup_steps, stage.steps)
+    # linear warm-up from 0 to the peak over warmup_steps, then cosine to 0 at steps; its state is checkpointed
+    scheduler = get_cosine_schedule_with_warmup(optimizer, stage.warmup_steps, stage.steps)
     # the backbone's pooler (and a modality absent from a step) is unused, hence find_unused_parameters
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if size > 1 else model
 
