@@ -24,6 +24,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
 from sail_core.config import ServeConfig
 from sail_core.preprocess.export_format import read_export_meta
 
@@ -33,97 +36,83 @@ BACKEND_FILES = ["model.py", "embedder.py"]
 CONFIG = "config.pbtxt"
 GPU_CONFIG = "config.gpu.pbtxt.example"
 
-def _input(name: str, dtype: str, dims: str) -> str:
-    return f"""  {{
-    name: "{name}"
-    data_type: {dtype}
-    dims: [ {dims} ]
-    optional: true
-  }}"""
-
-
 # Every input is optional: any subset of the modalities, DIM/TASK/SIDE defaulted by the model.
-_INPUTS = [("TEXT", "TYPE_STRING", "1"), ("IMAGE", "TYPE_STRING", "1"), ("FRAMES", "TYPE_STRING", "-1"),
-           ("AUDIO", "TYPE_STRING", "1"), ("DIM", "TYPE_INT32", "1"), ("TASK", "TYPE_STRING", "1"),
-           ("SIDE", "TYPE_STRING", "1")]
-_IO = "input [\n" + ",\n".join(_input(*spec) for spec in _INPUTS) + """
+_INPUTS = [("TEXT", mc.TYPE_STRING, [1]), ("IMAGE", mc.TYPE_STRING, [1]), ("FRAMES", mc.TYPE_STRING, [-1]),
+           ("AUDIO", mc.TYPE_STRING, [1]), ("DIM", mc.TYPE_INT32, [1]), ("TASK", mc.TYPE_STRING, [1]),
+           ("SIDE", mc.TYPE_STRING, [1])]
+
+CPU_HEADER = ["Written by serving/repository.py; the served versions are managed by `sail promote` / `sail rollback`."]
+GPU_HEADER = [
+    "Production (GPU) variant of config.pbtxt, written by serving/repository.py.",
+    "To use it in NVIDIA's Triton container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3):",
+    "  1. install onnxruntime-gpu, tokenizers, pillow and numpy<2 in the container's python",
+    "     (or point the python backend at a packed env with EXECUTION_ENV_PATH);",
+    "  2. copy this file over config.pbtxt (same model name, inputs and outputs);",
+    "  3. start tritonserver with --model-control-mode=explicit and load the model.",
+    "The same model.py reads \"onnx_providers\" and runs onnxruntime's CUDA provider on",
+    "the GPU Triton assigns to each instance, for both vision_encoder.onnx and model.onnx",
+    "(the speech models stay on the CPU). A further step is the native \"onnxruntime\"",
+    "backend for the two graphs with decoding/tokenisation as a python model in an",
+    "ensemble; the python backend keeps preprocessing identical to training.",
 ]
-output [
-  {
-    name: "EMBEDDING"
-    data_type: TYPE_FP32
-    dims: [ -1 ]
-  }
-]"""
 
 
 def model_dir(repo_dir: str | Path, cfg: ServeConfig) -> Path:
-    return Path(repo_dir) / cfg.model_name
+    return Path(repo_dir) / cfg.triton_model
 
 
-def _policy(versions: list[int]) -> str:
-    listed = ", ".join(str(int(v)) for v in versions)
-    return f"version_policy: {{ specific: {{ versions: [ {listed} ] }} }}"
+def _model_config(name: str, versions: list[int], max_batch_size: int, providers: str) -> mc.ModelConfig:
+    """The fields both variants share: python backend, the optional inputs, one output, the pinned versions."""
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    config.version_policy.specific.versions.extend(int(v) for v in versions)
+    for input_name, dtype, dims in _INPUTS:
+        config.input.add(name=input_name, data_type=dtype, dims=dims, optional=True)
+    config.output.add(name="EMBEDDING", data_type=mc.TYPE_FP32, dims=[-1])
+    config.parameters["onnx_providers"].string_value = providers
+    config.parameters["intra_op_threads"].string_value = "0"
+    return config
 
 
-def render_config(cfg: ServeConfig, versions: list[int]) -> str:
-    """The CPU ``config.pbtxt``: python backend running onnxruntime, dynamic batching."""
-    return f"""# Written by serving/repository.py; the served versions are managed by `sail promote` / `sail rollback`.
-name: "{cfg.model_name}"
-backend: "python"
-max_batch_size: {cfg.max_batch_size}
-{_policy(versions)}
-{_IO}
-dynamic_batching {{
-  max_queue_delay_microseconds: 2000
-}}
-instance_group [
-  {{
-    kind: KIND_CPU
-    count: 1
-  }}
-]
-parameters: {{ key: "onnx_providers" value: {{ string_value: "CPUExecutionProvider" }} }}
-parameters: {{ key: "intra_op_threads" value: {{ string_value: "0" }} }}
-"""
+def cpu_config(cfg: ServeConfig, versions: list[int]) -> mc.ModelConfig:
+    """The CPU model config: python backend running onnxruntime, dynamic batching, one CPU instance."""
+    config = _model_config(cfg.triton_model, versions, cfg.max_batch_size, "CPUExecutionProvider")
+    config.dynamic_batching.max_queue_delay_microseconds = 2000
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    return config
 
 
-def render_gpu_config(cfg: ServeConfig, versions: list[int]) -> str:
+def gpu_config(cfg: ServeConfig, versions: list[int]) -> mc.ModelConfig:
     """The production variant: the same model on GPUs in NVIDIA's Triton container.
 
     Not used on this CPU machine (nothing here can load it); the python-backend
     model reads ``onnx_providers`` and puts onnxruntime on the instance's GPU.
     """
-    return f"""# Production (GPU) variant of config.pbtxt, written by serving/repository.py.
-# To use it in NVIDIA's Triton container (nvcr.io/nvidia/tritonserver:<yy.mm>-py3):
-#   1. install onnxruntime-gpu, tokenizers, pillow and numpy<2 in the container's python
-#      (or point the python backend at a packed env with EXECUTION_ENV_PATH);
-#   2. copy this file over config.pbtxt (same model name, inputs and outputs);
-#   3. start tritonserver with --model-control-mode=explicit and load the model.
-# The same model.py reads "onnx_providers" and runs onnxruntime's CUDA provider on
-# the GPU Triton assigns to each instance, for both vision_encoder.onnx and model.onnx
-# (the speech models stay on the CPU). A further step is the native "onnxruntime"
-# backend for the two graphs with decoding/tokenisation as a python model in an
-# ensemble; the python backend keeps preprocessing identical to training.
-name: "{cfg.model_name}"
-backend: "python"
-max_batch_size: {max(cfg.max_batch_size, 256)}
-{_policy(versions)}
-{_IO}
-dynamic_batching {{
-  preferred_batch_size: [ 64, 128 ]
-  max_queue_delay_microseconds: 1000
-}}
-instance_group [
-  {{
-    kind: KIND_GPU
-    count: 2
-    gpus: [ 0 ]
-  }}
-]
-parameters: {{ key: "onnx_providers" value: {{ string_value: "CUDAExecutionProvider,CPUExecutionProvider" }} }}
-parameters: {{ key: "intra_op_threads" value: {{ string_value: "0" }} }}
-"""
+    config = _model_config(cfg.triton_model, versions, max(cfg.max_batch_size, 256),
+                           "CUDAExecutionProvider,CPUExecutionProvider")
+    config.dynamic_batching.preferred_batch_size.extend([64, 128])
+    config.dynamic_batching.max_queue_delay_microseconds = 1000
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=2, gpus=[0])
+    return config
+
+
+def to_pbtxt(config: mc.ModelConfig, header: list[str]) -> str:
+    """``config`` in protobuf text format (what Triton reads), after ``header`` as ``#`` comment lines."""
+    return "".join(f"# {line}\n" for line in header) + text_format.MessageToString(config)
+
+
+def render_config(cfg: ServeConfig, versions: list[int]) -> str:
+    """The CPU ``config.pbtxt``."""
+    return to_pbtxt(cpu_config(cfg, versions), CPU_HEADER)
+
+
+def render_gpu_config(cfg: ServeConfig, versions: list[int]) -> str:
+    """``config.gpu.pbtxt.example``: the GPU variant with instructions in its header."""
+    return to_pbtxt(gpu_config(cfg, versions), GPU_HEADER)
+
+
+def read_config(path: str | Path) -> mc.ModelConfig:
+    """Parse a ``config.pbtxt`` back into a ``ModelConfig`` (raises ``text_format.ParseError`` naming the line)."""
+    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
 
 
 def write_configs(repo_dir: str | Path, cfg: ServeConfig, versions: list[int]) -> Path:

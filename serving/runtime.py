@@ -6,8 +6,10 @@ venv (numpy<2, onnxruntime, tokenizers, pillow, no torch), created on first
 need at ``home().triton_venv`` or at ``$SAIL_TRITON_VENV`` (tests and CI share
 one). In production the same role is played by NVIDIA's Triton container.
 
-``ensure_runtime()`` is idempotent: a marker file records the pinned spec, and
-a changed spec rebuilds the venv.
+The packages and their exact versions are in ``serving/triton-requirements.txt``
+(shipped with the package). ``ensure_runtime()`` is idempotent: a marker file
+records the file's requirement lines, and a changed requirement rebuilds the venv
+(comment edits do not).
 """
 
 from __future__ import annotations
@@ -27,20 +29,28 @@ from rich.console import Console
 
 from sail_core.paths import home
 
-# Exact versions checked together on this machine (Python 3.11, x86_64).
-PINNED = [
-    "nvidia-pytriton==0.7.0",
-    "numpy==1.26.4",
-    "onnxruntime==1.32.0",
-    "tokenizers==0.23.3",
-    "pillow==13.0.0",
-]
+REQUIREMENTS = Path(__file__).resolve().parent / "triton-requirements.txt"
 MARKER = "sail-triton-runtime.json"
 _console = Console(stderr=True, soft_wrap=True)
 
 
 class RuntimeSetupError(RuntimeError):
     """The Triton runtime environment could not be created."""
+
+
+def pinned_requirements(path: Path = REQUIREMENTS) -> list[str]:
+    """The requirement lines of the Triton runtime's requirements file (comments and blank lines dropped)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise RuntimeSetupError(f"cannot read the Triton runtime requirements {path}: {err}; "
+                                "reinstall the package (the file ships in serving/)") from err
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    pinned = [line for line in lines if line]
+    if not pinned:
+        raise RuntimeSetupError(f"{path} lists no packages; it must pin the Triton runtime's packages, "
+                                "one `name==version` a line")
+    return pinned
 
 
 @dataclass(frozen=True)
@@ -116,22 +126,22 @@ def _run(cmd: list[str], what: str) -> str:
     return proc.stdout
 
 
-def _create_venv(venv: Path) -> dict:
+def _create_venv(venv: Path, pinned: list[str]) -> dict:
     started = time.perf_counter()
     if venv.exists():
         shutil.rmtree(venv)
     _console.print(f"[bold]Creating the Triton runtime environment[/] at {venv}\n"
-                   f"  installing {' '.join(PINNED)} (about a minute, once)")
+                   f"  installing {' '.join(pinned)} from {REQUIREMENTS.name} (about a minute, once)")
     with _console.status("creating venv and installing the Triton runtime packages ..."):
         _run([sys.executable, "-m", "venv", str(venv)], "creating the Triton venv")
         py = str(venv / "bin" / "python")
-        _run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PINNED],
+        _run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
              "installing the Triton runtime packages (needs PyPI)")
         info = json.loads(_run([py, "-c", (
             "import json, site, sys, sysconfig; print(json.dumps({'site_packages': site.getsitepackages()[0], "
             "'libdir': sysconfig.get_config_var('LIBDIR'), 'python': '%d.%d' % sys.version_info[:2]}))")],
             "inspecting the Triton venv"))
-    marker = {"pinned": PINNED, **info, "created_seconds": round(time.perf_counter() - started, 1),
+    marker = {"pinned": pinned, **info, "created_seconds": round(time.perf_counter() - started, 1),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (venv / MARKER).write_text(json.dumps(marker, indent=2))
     _console.print(f"  Triton runtime environment ready in {marker['created_seconds']} s")
@@ -152,16 +162,17 @@ def _prepare_server_dir(marker: dict, target: Path) -> None:
 
 
 def ensure_runtime() -> TritonRuntime:
-    """Create (once) and return the Triton runtime: venv with pinned packages and the server folder."""
+    """Create (once) and return the Triton runtime: venv with the pinned packages and the server folder."""
+    pinned = pinned_requirements()
     venv = venv_path()
     server_dir = runtime_dir()
     with _lock(venv.parent / f".{venv.name}.lock"):
         marker = _read_marker(venv)
-        if marker is None or marker.get("pinned") != PINNED or not (venv / "bin" / "python").exists():
-            marker = _create_venv(venv)
+        if marker is None or marker.get("pinned") != pinned or not (venv / "bin" / "python").exists():
+            marker = _create_venv(venv, pinned)
         server_marker = server_dir / MARKER
         try:
-            ready = json.loads(server_marker.read_text()).get("pinned") == PINNED
+            ready = json.loads(server_marker.read_text()).get("pinned") == pinned
         except (OSError, ValueError):
             ready = False
         if not ready or not (server_dir / "bin" / "tritonserver").exists():

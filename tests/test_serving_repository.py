@@ -1,0 +1,81 @@
+"""The Triton model configs written by serving/repository.py, parsed back with protobuf's text format."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from sail_core.config import ServeConfig
+from serving.repository import CONFIG, GPU_CONFIG, model_dir, read_config, write_configs
+
+INPUTS = {"TEXT": [1], "IMAGE": [1], "FRAMES": [-1], "AUDIO": [1], "DIM": [1], "TASK": [1], "SIDE": [1]}
+
+
+def _check_shared(config: mc.ModelConfig, name: str, versions: list[int]) -> None:
+    assert config.name == name and config.backend == "python"
+    assert list(config.version_policy.specific.versions) == versions
+    assert {i.name: list(i.dims) for i in config.input} == INPUTS
+    assert all(i.optional for i in config.input)
+    types = {i.name: i.data_type for i in config.input}
+    assert types.pop("DIM") == mc.TYPE_INT32 and set(types.values()) == {mc.TYPE_STRING}
+    [out] = config.output
+    assert (out.name, out.data_type, list(out.dims)) == ("EMBEDDING", mc.TYPE_FP32, [-1])
+    assert config.parameters["intra_op_threads"].string_value == "0"
+
+
+def test_cpu_and_gpu_configs_parse_back_with_the_same_fields(tmp_path):
+    serve = ServeConfig(max_batch_size=48)
+    path = write_configs(tmp_path, serve, [2, 5])
+    folder = model_dir(tmp_path, serve)
+    assert path == folder / CONFIG
+
+    cpu = read_config(path)
+    _check_shared(cpu, folder.name, [2, 5])
+    assert cpu.max_batch_size == 48
+    assert cpu.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert list(cpu.dynamic_batching.preferred_batch_size) == []
+    [group] = cpu.instance_group
+    assert (group.kind, group.count, list(group.gpus)) == (mc.ModelInstanceGroup.KIND_CPU, 1, [])
+    assert cpu.parameters["onnx_providers"].string_value == "CPUExecutionProvider"
+
+    gpu = read_config(folder / GPU_CONFIG)
+    _check_shared(gpu, folder.name, [2, 5])
+    assert gpu.max_batch_size == 256  # at least 256 in production
+    assert list(gpu.dynamic_batching.preferred_batch_size) == [64, 128]
+    assert gpu.dynamic_batching.max_queue_delay_microseconds == 1000
+    [group] = gpu.instance_group
+    assert (group.kind, group.count, list(group.gpus)) == (mc.ModelInstanceGroup.KIND_GPU, 2, [0])
+    assert gpu.parameters["onnx_providers"].string_value == "CUDAExecutionProvider,CPUExecutionProvider"
+
+
+def test_configs_start_with_their_comment_header(tmp_path):
+    serve = ServeConfig()
+    write_configs(tmp_path, serve, [1])
+    folder = model_dir(tmp_path, serve)
+    cpu = (folder / CONFIG).read_text().splitlines()
+    assert cpu[0].startswith("# Written by serving/repository.py") and not cpu[1].startswith("#")
+    gpu = (folder / GPU_CONFIG).read_text().splitlines()
+    header = [line for line in gpu if line.startswith("#")]
+    assert gpu[:len(header)] == header and len(header) > 5
+    assert any("--model-control-mode=explicit" in line for line in header)
+
+
+def test_rewriting_serves_only_the_new_version_and_leaves_no_temp_file(tmp_path):
+    serve = ServeConfig(max_batch_size=8)
+    write_configs(tmp_path, serve, [1])
+    path = write_configs(tmp_path, serve, [3])
+    assert list(read_config(path).version_policy.specific.versions) == [3]
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([CONFIG, GPU_CONFIG])
+
+
+def test_no_version_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="at least one version"):
+        write_configs(tmp_path, ServeConfig(), [])
+
+
+def test_a_broken_config_fails_to_parse_naming_the_line(tmp_path):
+    path = tmp_path / CONFIG
+    path.write_text('name: "x"\nmax_batch_size: "many"\n')
+    with pytest.raises(text_format.ParseError, match="2:"):
+        read_config(path)
