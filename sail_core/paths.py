@@ -1,4 +1,4 @@
-"""Where things live: the ``SAIL_HOME`` workspace and the pipeline's work folders.
+"""Where things live: the ``SAIL_HOME`` workspace, the pipeline's work folders, and free loopback ports.
 
 ``SAIL_HOME`` (default ``.sail/`` in the repository, git-ignored) holds the
 services' state: Airflow home, MLflow store, DVC remote, Triton model
@@ -10,6 +10,8 @@ DVC tracks them.
 from __future__ import annotations
 
 import os
+import socket
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +107,18 @@ def workdir(root: str | os.PathLike | None = None) -> Workdir:
         cwd = Path.cwd()
         root = cwd if (cwd / "dvc.yaml").exists() else REPO_ROOT
     return Workdir(Path(root).resolve())
+
+
+def free_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that are free on ``host`` right now (the OS picks them: bind to port 0).
+
+    All sockets stay open until every port is chosen, so the ports differ; another
+    process may still take one before the caller binds it.
+    """
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+    return ports

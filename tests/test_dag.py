@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from sail_core.paths import free_ports
 from tests.project import REPO, make_project
 
 pytestmark = pytest.mark.slow
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     root = make_project(
         tmp_path_factory.mktemp("dagproj") / "proj",
         overrides={"serve.http_port": http, "serve.grpc_port": grpc, "serve.metrics_port": metrics,

@@ -10,7 +10,6 @@ the full-batch gradient of its rows.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ import torch.multiprocessing as mp
 
 from sail_core.losses.infonce import compute_loss_from_embeddings
 from sail_core.losses.keys import side_key
+from sail_core.paths import free_ports
 
 B, H, D, TAU = 6, 2, 5, 0.1
 
@@ -51,18 +51,12 @@ def _worker(rank: int, world: int, port: int, out: dict, detach: bool = False):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("detach", [False, True], ids=["targets-with-grad", "locked-targets"])
 def test_gathered_loss_and_gradients_equal_full_batch(detach):
     world = 2
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(world, _free_port(), out, detach), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_ports(1)[0], out, detach), nprocs=world, join=True)
 
     q, t, hn, t_keys, hn_keys = _data()
     q.requires_grad_(), t.requires_grad_(not detach), hn.requires_grad_(not detach)

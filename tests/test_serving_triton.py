@@ -25,7 +25,7 @@ import pytest
 from exports import ITEM, QUERY, omni_export, torch_embed
 from sail_core.config import load_config
 from sail_core.preprocess import samples
-from sail_core.paths import home
+from sail_core.paths import free_ports, home
 from serving import server
 from serving.backend.embedder import OnnxEmbedder, truncate_normalise
 from serving.client import (
@@ -37,8 +37,9 @@ from serving.client import (
     infer_batch,
     make_client,
 )
-from serving.ephemeral import ephemeral_server, free_ports
+from serving.ephemeral import ephemeral_server
 from serving.promote import PromotionError, promote, rollback, serving_state
+from serving.repository import read_config
 from serving.runtime import ensure_runtime
 
 TEXTS = ["Toy Story (1995)", "a funny cartoon about toys that come alive",
@@ -235,7 +236,7 @@ def test_broken_v3_is_refused_and_v2_keeps_serving(triton, models):
     folder = triton["repo"] / cfg.model_name
     assert not (folder / "3").exists()
     assert any(p.name.startswith("3-") for p in (folder / "failed").iterdir())
-    assert "specific: { versions: [ 2 ] }" in (folder / "config.pbtxt").read_text()
+    assert list(read_config(folder / "config.pbtxt").version_policy.specific.versions) == [2]
     state = serving_state(cfg, triton["repo"])
     assert state["current"] == 2 and state["stack"] == [1, 2]
     assert state["history"][-1]["event"] == "promote_failed"

@@ -9,13 +9,13 @@ gather, temperature all-reduce) would make them drift apart or hang.
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import tiny_pairs_data
+from sail_core.paths import free_ports
 
 
 def _worker(rank: int, world: int, port: int, data: str, out: str, cache: str, result: dict):
@@ -34,17 +34,11 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, cache: str, r
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_rank_training(tmp_path):
     data, cache = tiny_pairs_data.media_data()  # media: patterns with missing modalities on one rank only
     out = tmp_path / "out"
     result = mp.Manager().dict()
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(out), str(cache), result), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_ports(1)[0], str(data), str(out), str(cache), result), nprocs=2, join=True)
     assert result[0]["steps_run"] == 2 and result[1]["steps_run"] == 2
     assert result[0]["dataset_counts"] == result[1]["dataset_counts"]  # same dataset on every rank each step
     assert result[0]["temperatures"] == result[1]["temperatures"]      # temperature grads were averaged
