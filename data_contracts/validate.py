@@ -107,11 +107,13 @@ def validate_dir(
     quarantine: Path,
     cfg: ContractsConfig,
     quarantine_display: Path | None = None,
+    workers: int | None = None,
 ) -> ValidationResult:
     """Validate the data folder ``src``; see the module docstring. Raises :class:`ContractBreach`.
 
     ``quarantine_display`` is the quarantine folder that messages and the report
-    name, for a caller that writes into a temporary folder and moves it there.
+    name, for a caller that writes into a temporary folder and moves it there. ``workers``: threads
+    that check media files (``data.media_workers``; None = the CPUs available).
     """
     src, out, quarantine = Path(src), Path(out), Path(quarantine)
     shown_q = Path(quarantine_display) if quarantine_display is not None else quarantine
@@ -131,7 +133,7 @@ def validate_dir(
         checked = df
         if table.suite == "items":  # derived media-check columns, expected null by the suite
             clash = {c: f"{c} (in the file)" for c in DERIVED if c in df.columns}  # stays an unknown column
-            checked = df.rename(columns=clash).join(media_errors(df, src))
+            checked = df.rename(columns=clash).join(media_errors(df, src, workers))
         outcomes = run_suite(checked, suites[table.suite], params)
         found = evaluate(checked, outcomes, table.columns, raw_item_ids)
         clean, quarantined = split_rows(df, found.rows, table.columns, table.path)

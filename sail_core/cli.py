@@ -34,7 +34,8 @@ def _parse_sets(sets: list[str]) -> dict[str, Any]:
     overrides = {}
     for item in sets:
         if "=" not in item:
-            raise typer.BadParameter(f"--set expects KEY=VALUE (e.g. gate.metrics.eval.i2i.recall_at_10=0.01), got {item!r}")
+            raise typer.BadParameter(f"--set expects KEY=VALUE (e.g. model.max_length=32 or gate.metrics.0.min_delta=0.02), "
+                                     f"got {item!r}")
         key, value = item.split("=", 1)
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
@@ -44,7 +45,10 @@ def _parse_sets(sets: list[str]) -> dict[str, Any]:
 def main(
     params: Optional[Path] = typer.Option(None, "--params", help="params.yaml to read (default: the repository's, or $SAIL_PARAMS)"),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="profile in params.yaml (default: its `profile` key, or $SAIL_PROFILE)"),
-    set_: list[str] = typer.Option([], "--set", help="override a config key, KEY=VALUE (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help=(
+        "override a config key, KEY=VALUE (repeatable); VALUE is YAML. KEY is a dotted path, list items by index: "
+        "model.max_length=32, gate.metrics.0.min_delta=0.02, "
+        "'gate.metrics=[{metric: eval.i2i.recall_at_10, min_delta: 0.02}]'; an unknown key is refused")),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="project root holding data/, models/, reports/ (default: the repository)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="load and check the configuration and arguments, print the call the verb would make, and stop"),
 ) -> None:
@@ -194,7 +198,11 @@ def evaluate():
 
 @app.command()
 def gate():
-    """Compare the candidate with the champion (or the baseline); exit 1 when a threshold is missed."""
+    """Compare the candidate with the champion (or the baseline); exit 1 when a threshold is missed.
+
+    The thresholds are gate.metrics, e.g. --set gate.metrics.0.min_delta=0.02, or
+    --set 'gate.metrics=[{metric: eval.i2i.recall_at_10, min_delta: 0.02}]'.
+    """
     from sail_core import pipeline
 
     _print(_run(pipeline.gate, _run(_cfg), _wd()))

@@ -120,14 +120,14 @@ def infer(client, cfg: ServeConfig, protocol: Protocol = "http", model_version: 
 
     inputs = build_inputs(protocol=protocol, **rows)  # file and shape errors surface here, not as "unavailable"
     try:
-        result = client.infer(cfg.model_name, inputs, model_version=model_version,
+        result = client.infer(cfg.triton_model, inputs, model_version=model_version,
                               outputs=[_module(protocol).InferRequestedOutput("EMBEDDING")])
     except InferenceServerException as err:
         message = str(err.message() or err)
         if "UNAVAILABLE" in str(err.status()) or "failed to connect" in message.lower():
             raise _unavailable(cfg, protocol, err) from None
         hint = "; promote a model first with `sail promote`" if "unknown model" in message.lower() else ""
-        raise ServingRequestError(f"Triton refused the request to {cfg.model_name!r}: {message}{hint}") from None
+        raise ServingRequestError(f"Triton refused the request to {cfg.triton_model!r}: {message}{hint}") from None
     except (OSError, ConnectionError) as err:
         raise _unavailable(cfg, protocol, err) from None
     if protocol == "http":

@@ -100,12 +100,12 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
     reference = OnnxEmbedder(version_dir)
     meta = reference.meta
     deadline = time.monotonic() + 15.0
-    ready = _ready_versions(client, cfg.model_name)
+    ready = _ready_versions(client, cfg.triton_model)
     while ready != [version] and time.monotonic() < deadline:  # the old version may still be unloading
         time.sleep(0.1)
-        ready = _ready_versions(client, cfg.model_name)
+        ready = _ready_versions(client, cfg.triton_model)
     if ready != [version]:
-        raise PromotionError(f"Triton reports versions {ready} of {cfg.model_name!r} ready, expected only [{version}]")
+        raise PromotionError(f"Triton reports versions {ready} of {cfg.triton_model!r} ready, expected only [{version}]")
     worst, per_request = 0.0, {}
     for name, rows in smoke_requests(meta, texts).items():
         full = reference.embed(**rows)
@@ -135,7 +135,7 @@ def _switch(client, cfg: ServeConfig, repo_dir: Path, version: int) -> float:
     """Serve exactly ``version``: rewrite the version policy and (re)load; returns seconds."""
     repository.write_configs(repo_dir, cfg, [version])
     started = time.perf_counter()
-    client.load_model(cfg.model_name)
+    client.load_model(cfg.triton_model)
     return time.perf_counter() - started
 
 
@@ -153,10 +153,10 @@ def _restore(client, cfg: ServeConfig, repo_dir: Path, previous: int | None) -> 
     folder = repository.model_dir(repo_dir, cfg)
     try:
         if previous is None:
-            client.unload_model(cfg.model_name)
+            client.unload_model(cfg.triton_model)
             for name in (repository.CONFIG, repository.GPU_CONFIG):
                 (folder / name).unlink(missing_ok=True)
-            return f"no version of {cfg.model_name!r} serves (there was none before)"
+            return f"no version of {cfg.triton_model!r} serves (there was none before)"
         _switch(client, cfg, repo_dir, previous)
         return f"version {previous} keeps serving"
     except Exception as err:  # noqa: BLE001
@@ -179,7 +179,7 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
         state = read_state(folder)
         previous = state.get("current")
         if previous == version:
-            return {"model": cfg.model_name, "version": version, "previous": previous, "already_serving": True,
+            return {"model": cfg.triton_model, "version": version, "previous": previous, "already_serving": True,
                     "version_dir": str(folder / str(version))}
         version_dir = repository.write_version(repo_dir, cfg, onnx_dir, version)
         record(folder, "promote_started", version=version, previous=previous, source=str(onnx_dir))
@@ -196,7 +196,7 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
             moved = _quarantine(version_dir)
             record(folder, "promote_failed", version=version, previous=previous, error=str(err),
                    moved_to=str(moved) if moved else None)
-            raise PromotionError(f"promotion of {cfg.model_name!r} version {version} failed: {err}\n"
+            raise PromotionError(f"promotion of {cfg.triton_model!r} version {version} failed: {err}\n"
                                  f"Rolled back: {serving_now}. The failed files were moved to {moved}.") from None
         state = read_state(folder)
         state["current"] = version
@@ -204,7 +204,7 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
         state["history"].append({"event": "promote", "at": now(), "version": version, "previous": previous,
                                  "max_abs_diff": check["max_abs_diff"], "source": str(onnx_dir)})
         write_state(folder, state)
-        return {"model": cfg.model_name, "version": version, "previous": previous,
+        return {"model": cfg.triton_model, "version": version, "previous": previous,
                 "max_abs_diff": check["max_abs_diff"], "smoke": check["per_request"], "dims": check["dims"],
                 "load_seconds": round(load_seconds, 3), "check_seconds": round(check_seconds, 3),
                 "version_dir": str(version_dir)}
@@ -219,7 +219,7 @@ def rollback(cfg: ServeConfig, repo_dir: str | Path | None = None) -> dict:
     state = read_state(folder)
     stack = state.get("stack", [])
     if len(stack) < 2:
-        raise PromotionError(f"nothing to roll back to for {cfg.model_name!r}: promoted versions {stack} "
+        raise PromotionError(f"nothing to roll back to for {cfg.triton_model!r}: promoted versions {stack} "
                              f"(see {folder / 'serving_state.json'})")
     current, previous = stack[-1], stack[-2]
     previous_dir = folder / str(previous)
@@ -233,20 +233,20 @@ def rollback(cfg: ServeConfig, repo_dir: str | Path | None = None) -> dict:
         except Exception as err:  # noqa: BLE001
             serving_now = _restore(client, cfg, repo_dir, current)
             record(folder, "rollback_failed", version=previous, current=current, error=str(err))
-            raise PromotionError(f"rollback of {cfg.model_name!r} to version {previous} failed: {err}\n"
+            raise PromotionError(f"rollback of {cfg.triton_model!r} to version {previous} failed: {err}\n"
                                  f"Restored: {serving_now}.") from None
         state["current"] = previous
         state["stack"] = stack[:-1]
         state["history"].append({"event": "rollback", "at": now(), "version": previous, "from": current,
                                  "max_abs_diff": check["max_abs_diff"]})
         write_state(folder, state)
-        return {"model": cfg.model_name, "version": previous, "rolled_back_from": current,
+        return {"model": cfg.triton_model, "version": previous, "rolled_back_from": current,
                 "max_abs_diff": check["max_abs_diff"], "load_seconds": round(load_seconds, 3)}
     finally:
         client.close()
 
 
 def serving_state(cfg: ServeConfig, repo_dir: str | Path | None = None) -> dict:
-    """The recorded state (current version, stack, history) of ``cfg.model_name``."""
+    """The recorded state (current version, stack, history) of ``cfg.triton_model``."""
     repo_dir = Path(repo_dir or home().triton_repo).resolve()
     return json.loads(json.dumps(read_state(repository.model_dir(repo_dir, cfg))))

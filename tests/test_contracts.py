@@ -247,12 +247,12 @@ def test_full_demo_profile_builds_and_validates(tmp_path):
     summary = build_demo(tmp_path / "raw", cfg)
     n = summary["items"]
     assert n == cfg.max_items
-    assert summary["media"] == dict(summary["media"], covers=n, keyframes=cfg.keyframes * n, audio=n)
+    assert summary["media"] == dict(summary["media"], covers=n, keyframes=cfg.render_keyframes * n, audio=n)
     t0 = time.perf_counter()
     result = _run(tmp_path / "raw", tmp_path)
     print(f"demo media {summary['media']['seconds']:.1f} s, validation {time.perf_counter() - t0:.1f} s")
     assert result.passed and result.tables["interactions"].clean == summary["interactions"]
-    assert result.media["files"] == (2 + cfg.keyframes) * n
+    assert result.media["files"] == (2 + cfg.render_keyframes) * n
 
 
 def test_messages_can_name_the_final_quarantine_folder(data, tmp_path):

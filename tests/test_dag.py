@@ -21,7 +21,7 @@ def project(tmp_path_factory):
     root = make_project(
         tmp_path_factory.mktemp("dagproj") / "proj",
         overrides={"serve.http_port": http, "serve.grpc_port": grpc, "serve.metrics_port": metrics,
-                   "registry.model_name": "dag-test-model"},
+                   "registry.mlflow_model": "dag-test-model"},
     )
     old = {k: os.environ.get(k) for k in ("SAIL_WORKDIR", "SAIL_PARAMS")}
     os.environ["SAIL_WORKDIR"] = str(root)
@@ -64,12 +64,12 @@ def test_whole_dag_succeeds_and_serves(project):
     assert set(states.values()) == {"success"}, states
 
     cfg = load_config(project / "params.yaml")
-    champ = registry.by_alias(cfg.registry.model_name, registry.CHAMPION)
+    champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     assert champ is not None
     run = registry.client().get_run(champ.run_id)
     assert "eval.i2i.recall_at_10" in run.data.metrics and "baseline.i2i.recall_at_10" in run.data.metrics
     assert run.data.metrics["export.onnx_max_abs_diff"] < 1e-4
-    mv = registry.client().get_model_version(cfg.registry.model_name, str(champ.version))
+    mv = registry.client().get_model_version(cfg.registry.mlflow_model, str(champ.version))
     assert mv.tags["airflow_run_id"] == dr.run_id and mv.tags["data_hash"].endswith(".dir")
     vec = client.embed(["a romantic comedy set in paris"], None, cfg.serve, "http")
     assert vec.shape == (1, 384)
@@ -81,14 +81,14 @@ def test_failing_gate_stops_before_promotion(project):
     from sail_core.config import load_config
 
     cfg = load_config(project / "params.yaml")
-    before = registry.by_alias(cfg.registry.model_name, registry.CHAMPION)
+    before = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     dr = _dag().test(run_conf={"profile": "tiny", "gate_thresholds": {"eval.i2i.recall_at_10": 1.5},
                                "steps": ["train", "evaluate", "gate", "export", "register", "promote"]})
     states = _states(dr)
     assert str(dr.state) == "failed"
     assert states["gate"] == "failed"
     assert states["export"] == states["register"] == states["promote"] == "upstream_failed", states
-    assert registry.by_alias(cfg.registry.model_name, registry.CHAMPION) == before
+    assert registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION) == before
     gate = (project / "reports" / "gate.json").read_text()
     assert '"passed": false' in gate and "eval.i2i.recall_at_10" in gate
 

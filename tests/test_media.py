@@ -29,7 +29,7 @@ def test_demo_items_point_at_decodable_media(demo_data, tiny_data_cfg):
     assert items["cover_path"].tolist() == [f"media/covers/{i}.jpg" for i in items["item_id"]]
     assert items["audio_path"].tolist() == [f"media/audio/{i}.wav" for i in items["item_id"]]
     for i, frames in zip(items["item_id"], items["frame_paths"]):
-        assert split_frames(frames) == [f"media/frames/{i}_{k}.jpg" for k in range(tiny_data_cfg.keyframes)]
+        assert split_frames(frames) == [f"media/frames/{i}_{k}.jpg" for k in range(tiny_data_cfg.render_keyframes)]
     row = items.iloc[0]
     for rel in [row.cover_path, *split_frames(row.frame_paths)]:
         with Image.open(demo_data / rel) as img:
@@ -43,7 +43,7 @@ def test_demo_items_point_at_decodable_media(demo_data, tiny_data_cfg):
 
 def test_rendering_is_deterministic_and_distinct(tmp_path, demo_data, tiny_data_cfg):
     items = io.read_items(demo_data).head(3)[["item_id", "title", "year", "tags"]]
-    render_media(items, tmp_path, tiny_data_cfg.seed, tiny_data_cfg.keyframes, tiny_data_cfg.image_size, workers=1)
+    render_media(items, tmp_path, tiny_data_cfg.seed, tiny_data_cfg.render_keyframes, tiny_data_cfg.image_size, workers=1)
     for rel in ["covers/{i}.jpg", "frames/{i}_0.jpg", "frames/{i}_3.jpg", "audio/{i}.wav"]:
         blobs = [(tmp_path / "media" / rel.format(i=i)).read_bytes() for i in items["item_id"]]
         # same seed, other worker count, other slice: the same bytes as the session's demo build

@@ -25,9 +25,9 @@ def _tiny_onnx(folder: Path) -> Path:
 
 
 def test_register_challenger_then_champion_and_previous(tmp_path):
-    cfg = load_config(profile="tiny", overrides={"registry.model_name": "test-alias-flow"})
+    cfg = load_config(profile="tiny", overrides={"registry.mlflow_model": "test-alias-flow"})
     wd = Workdir(tmp_path)
-    name = cfg.registry.model_name
+    name = cfg.registry.mlflow_model
     onnx_dir = _tiny_onnx(tmp_path / "onnx")
 
     run1 = tracking.start_pipeline_run(cfg, wd, {"sail.data_hash": "abc"})

@@ -202,7 +202,7 @@ def test_embed_files_for_the_cli(triton, models, tmp_path):
 
 def test_preprocess_copy_imports_in_the_triton_env(runtime, triton):
     """Every module of the copied sail_core/preprocess and the runners import with numpy<2 and without torch."""
-    version_dir = triton["repo"] / triton["cfg"].model_name / "1"
+    version_dir = triton["repo"] / triton["cfg"].triton_model / "1"
     modules = sorted(p.stem for p in (version_dir / "sail_core" / "preprocess").glob("*.py") if p.stem != "__init__")
     code = ("import importlib, sys, numpy; assert numpy.__version__ < '2', numpy.__version__\n"
             f"for m in {modules!r}: importlib.import_module('sail_core.preprocess.' + m)\n"
@@ -233,7 +233,7 @@ def test_broken_v3_is_refused_and_v2_keeps_serving(triton, models):
     assert len(traffic.versions) >= 10 and set(traffic.versions) == {"2"}
     assert served_version(cfg) == "2"
     np.testing.assert_allclose(embed(TEXTS, None, cfg), models["torch"][2], atol=1e-4)
-    folder = triton["repo"] / cfg.model_name
+    folder = triton["repo"] / cfg.triton_model
     assert not (folder / "3").exists()
     assert any(p.name.startswith("3-") for p in (folder / "failed").iterdir())
     assert list(read_config(folder / "config.pbtxt").version_policy.specific.versions) == [2]
@@ -254,7 +254,7 @@ def test_rollback_returns_to_v1(triton, models):
 
 def test_refused_first_version_leaves_nothing_loaded(triton, models):
     """A model whose very first promotion fails: unloaded, no config left, the other model unaffected."""
-    cfg = triton["cfg"].model_copy(update={"model_name": "first_is_broken"})
+    cfg = triton["cfg"].model_copy(update={"triton_model": "first_is_broken"})
     with pytest.raises(PromotionError, match="no version of 'first_is_broken' serves"):
         promote(models["dirs"][3], 1, cfg, triton["repo"])
     assert not (triton["repo"] / "first_is_broken" / "config.pbtxt").exists()
@@ -272,7 +272,7 @@ def _raw_request(cfg, protocol, inputs):
             t = module.InferInput(name, list(data.shape), dtype)
             t.set_data_from_numpy(data)
             tensors.append(t)
-        return client.infer(cfg.model_name, tensors)
+        return client.infer(cfg.triton_model, tensors)
     finally:
         client.close()
 
@@ -346,7 +346,7 @@ def test_restart_serves_the_current_version(triton, models):
     started = time.perf_counter()
     info = server.start(triton["repo"], cfg, state_dir=state)
     print(f"restart + load of {sorted(info.loaded)}: {time.perf_counter() - started:.1f} s")
-    assert cfg.model_name in info.loaded
+    assert cfg.triton_model in info.loaded
     assert served_version(cfg) == "1"
     np.testing.assert_allclose(embed(images=[PNG], cfg=cfg), OnnxEmbedder(models["dirs"][1]).embed(images=[PNG]),
                                atol=1e-4)

@@ -1,7 +1,7 @@
 """The demo data set: MovieLens-100k (from recbole) as items, interactions and pairs.
 
 Items carry title, year and genres (as comma-separated ``tags``) and, with
-``data.media``, a rendered cover, ``data.keyframes`` keyframes and a spoken
+``data.media``, a rendered cover, ``data.render_keyframes`` keyframes and a spoken
 track of the title and genres (:mod:`sail_core.data.media`); ``ocr``, ``asr``
 and ``author`` stay null.
 ``max_items`` keeps the most-rated items and ``max_users`` the most active
@@ -63,20 +63,21 @@ def build_demo(out: Path, cfg: DataConfig, workers: int | None = None) -> dict:
     """Build the demo data folder at ``out``; deterministic for ``cfg.seed``. Returns summary counts.
 
     With ``cfg.media`` it renders the media into ``out/media`` with ``workers``
-    processes (default: the CPUs available); that needs ``espeak-ng``.
+    processes (default: ``cfg.media_workers``, null = the CPUs available); that needs ``espeak-ng``.
     """
     items, interactions = demo_tables(cfg)
     pairs = derive_pairs(items, interactions, cfg)
     if cfg.media:
         t0 = time.perf_counter()
-        items = render_media(items, Path(out), cfg.seed, cfg.keyframes, cfg.image_size, audio=True, workers=workers)
+        items = render_media(items, Path(out), cfg.seed, cfg.render_keyframes, cfg.image_size, audio=True,
+                             workers=workers or cfg.media_workers)
         media_s = time.perf_counter() - t0
     summary = write_data_dir(Path(out), items, interactions, pairs, cfg.holdout_fraction, cfg.seed)
     summary["source"] = f"MovieLens-100k from {movielens.ml100k_dir()}"
     if cfg.media:
         summary["media"] = {
             "covers": int(items["cover_path"].notna().sum()),
-            "keyframes": int(cfg.keyframes * items["frame_paths"].notna().sum()),
+            "keyframes": int(cfg.render_keyframes * items["frame_paths"].notna().sum()),
             "audio": int(items["audio_path"].notna().sum()),
             "seconds": round(media_s, 1),
         }

@@ -109,10 +109,7 @@ def _render_chunk(jobs: list[_Job], out: str, seed: int, keyframes: int, size: i
 
 
 def default_workers() -> int:
-    """CPUs this process may use (``SAIL_MEDIA_WORKERS`` overrides)."""
-    env = os.environ.get("SAIL_MEDIA_WORKERS")
-    if env:
-        return max(1, int(env))
+    """CPUs this process may use: the worker count when ``data.media_workers`` is null."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

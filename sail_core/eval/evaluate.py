@@ -59,7 +59,8 @@ def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, cache_
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     trained_model = load_model(model_dir)
-    inputs = ItemInputs.from_data_dir(data_dir, trained_model.cfg, cache_dir)
+    inputs = ItemInputs.from_data_dir(data_dir, trained_model.cfg, cache_dir,
+                                      feature_threads=cfg.train.feature_threads)
     notes: list[str] = []
     trained = evaluate_model(trained_model, inputs, data_dir, cfg, notes)
     del trained_model

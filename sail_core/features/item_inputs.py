@@ -99,7 +99,8 @@ class ItemInputs:
     """Build :class:`OmniSample` objects for item or free-text sides, any side modality."""
 
     def __init__(self, items: dict[str, Item], data_dir: str | os.PathLike, cfg: ModelConfig,
-                 cache_dir: str | os.PathLike | None = None, progress: bool = True):
+                 cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                 feature_threads: int | None = None):
         self.items = items
         self.data_dir = Path(data_dir)
         self.cfg = cfg
@@ -114,17 +115,19 @@ class ItemInputs:
             from sail_core.features.media_cache import load_media_features
 
             self.features = load_media_features(self.data_dir, images, audios, cache_dir, cfg.vision.image_size,
-                                                cfg.audio.chunk_seconds, progress)
+                                                cfg.audio.chunk_seconds, progress, feature_threads)
 
     @classmethod
-    def from_data_dir(cls, data_dir: str | os.PathLike, cfg: ModelConfig, cache_dir=None, progress: bool = True) -> "ItemInputs":
+    def from_data_dir(cls, data_dir: str | os.PathLike, cfg: ModelConfig, cache_dir=None, progress: bool = True,
+                      feature_threads: int | None = None) -> "ItemInputs":
         from sail_core.data import schema
         from sail_core.data.pair_data import plain_nulls
 
         path = Path(data_dir) / f"{schema.ITEMS}.parquet"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; build the data first (`sail ingest`) or pass the right data folder")
-        return cls(items_from_frame(plain_nulls(pd.read_parquet(path))), data_dir, cfg, cache_dir, progress)
+        return cls(items_from_frame(plain_nulls(pd.read_parquet(path))), data_dir, cfg, cache_dir, progress,
+                   feature_threads)
 
     @property
     def collate_modes(self) -> dict[str, str]:

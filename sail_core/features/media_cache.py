@@ -80,7 +80,7 @@ def _stat(data_dir: Path, rel: str) -> list[int]:
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
-def _onnx_tower(cache_dir: Path, image_size: int):
+def _onnx_tower(cache_dir: Path, image_size: int, threads: int):
     """An onnxruntime session of the frozen EfficientNet-Lite0 feature extractor (exported once)."""
     import onnxruntime as ort
     import torch
@@ -108,16 +108,16 @@ def _onnx_tower(cache_dir: Path, image_size: int):
                               dynamic_axes={"pixels": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False)
         os.replace(tmp, path)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(os.environ.get("SAIL_FEATURE_THREADS", torch.get_num_threads()))
+    opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), tower
 
 
 def _image_features(data_dir: Path, rels: list[str], cache_dir: Path, image_size: int, progress: bool,
-                    batch_size: int = 32) -> np.ndarray:
+                    threads: int, batch_size: int = 32) -> np.ndarray:
     from sail_core.model.vision import encode_images
     from sail_core.preprocess.image import load_image
 
-    session, tower = _onnx_tower(cache_dir, image_size)
+    session, tower = _onnx_tower(cache_dir, image_size, threads)
     out: list[np.ndarray] = []
     starts = range(0, len(rels), batch_size)
     if progress:
@@ -139,12 +139,10 @@ def _image_features(data_dir: Path, rels: list[str], cache_dir: Path, image_size
     return np.concatenate(out)
 
 
-def _audio_features(data_dir: Path, rels: list[str], chunk_seconds: float, progress: bool) -> np.ndarray:
-    import torch
-
+def _audio_features(data_dir: Path, rels: list[str], chunk_seconds: float, progress: bool, threads: int) -> np.ndarray:
     from sail_core.preprocess.audio import SpeechEmbedder
 
-    embedder = SpeechEmbedder(threads=torch.get_num_threads(), chunk_seconds=chunk_seconds)
+    embedder = SpeechEmbedder(threads=threads, chunk_seconds=chunk_seconds)
     out = np.zeros((len(rels), 96), dtype=np.float16)
     it = range(0, len(rels), 16)
     if progress:
@@ -192,14 +190,21 @@ def load_media_features(
     image_size: int = 224,
     chunk_seconds: float = 10.0,
     progress: bool = True,
+    threads: int | None = None,
 ) -> MediaFeatures:
     """Features of every listed media file (paths relative to ``data_dir``), computing only what is new.
 
     The result is also kept in memory for the process, so evaluating the trained
     model and the baseline (or several stages) computes and reads features once.
+    ``threads``: onnxruntime threads of the frozen towers (``train.feature_threads``);
+    None = torch's thread count.
     """
     data_dir = Path(data_dir)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(data_dir)
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
     signature = {"vision": "efficientnet_lite0", "image_size": int(image_size),
                  "audio": "speech_embedding", "chunk_seconds": float(chunk_seconds)}
     mem_key = (str(cache_dir.resolve()), json.dumps(signature, sort_keys=True))
@@ -213,10 +218,10 @@ def load_media_features(
         index = {}
     image_index, image_array = _update(
         "image", data_dir, cache_dir, images, index,
-        lambda rels: _image_features(data_dir, rels, cache_dir, image_size, progress))
+        lambda rels: _image_features(data_dir, rels, cache_dir, image_size, progress, threads))
     audio_index, audio_array = _update(
         "audio", data_dir, cache_dir, audios, index,
-        lambda rels: _audio_features(data_dir, rels, chunk_seconds, progress))
+        lambda rels: _audio_features(data_dir, rels, chunk_seconds, progress, threads))
     tmp = index_path.with_name(f".{INDEX}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"signature": signature, "image": image_index, "audio": audio_index}))
     os.replace(tmp, index_path)

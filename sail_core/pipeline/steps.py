@@ -64,7 +64,8 @@ def validate(cfg: Config, wd: Workdir, src: Path | None = None) -> dict:
     tmp_out, tmp_q = tmp_root / "validated", tmp_root / "quarantine"
     try:
         try:
-            result = validate_dir(src, tmp_out, tmp_q, cfg.contracts, quarantine_display=wd.quarantine)
+            result = validate_dir(src, tmp_out, tmp_q, cfg.contracts, quarantine_display=wd.quarantine,
+                                  workers=cfg.data.media_workers)
         except ContractBreach:
             _swap(tmp_q, wd.quarantine)
             raise
@@ -156,11 +157,11 @@ def gate(cfg: Config, wd: Workdir) -> dict:
     import mlflow
 
     from sail_core.pipeline import registry, tracking
-    from sail_core.pipeline.gate import GateFailed, check_gate
+    from sail_core.pipeline.gating import GateFailed, check_gate
 
     run_id = tracking.current_run_id(wd)
     candidate = tracking.run_metrics(run_id)
-    champ = registry.by_alias(cfg.registry.model_name, registry.CHAMPION)
+    champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     champion_metrics = tracking.run_metrics(champ.run_id) if champ else None
     result = check_gate(candidate, cfg.gate.metrics, champion_metrics, f"champion v{champ.version}" if champ else "")
     out = wd.reports / "gate.json"
@@ -205,10 +206,10 @@ def register(cfg: Config, wd: Workdir, airflow_run_id: str | None = None, commit
     run_id = tracking.current_run_id(wd)
     tags = {"git_sha": tracking.git_sha(), "data_hash": data_hash(wd), "airflow_run_id": airflow_run_id or "none",
             "profile": cfg.profile}
-    v = registry.register_onnx(run_id, wd.onnx, cfg.registry.model_name, tags)
+    v = registry.register_onnx(run_id, wd.onnx, cfg.registry.mlflow_model, tags)
     with tracking.resume_run(run_id):
         mlflow.set_tag("sail.model_version", str(v))
-    console.print(f"[green]register[/]: {cfg.registry.model_name} v{v} (alias {registry.CHALLENGER})")
+    console.print(f"[green]register[/]: {cfg.registry.mlflow_model} v{v} (alias {registry.CHALLENGER})")
     return {"version": v, "run_id": run_id, **tags}
 
 
@@ -222,7 +223,7 @@ def promote(cfg: Config, wd: Workdir | None = None, model_version: int | None = 
     from serving import promote as triton_promote
     from serving import server
 
-    name = cfg.registry.model_name
+    name = cfg.registry.mlflow_model
     if model_version is None:
         ref = registry.by_alias(name, registry.CHALLENGER)
         if ref is None:
@@ -244,7 +245,7 @@ def rollback(cfg: Config) -> dict:
 
     result = triton_promote.rollback(cfg.serve, home().triton_repo)
     now = int(result["version"])
-    registry.set_champion(cfg.registry.model_name, now)
+    registry.set_champion(cfg.registry.mlflow_model, now)
     console.print(f"[green]rollback[/]: Triton serves v{now}; alias champion -> v{now}")
     return _jsonable(result)
 
