@@ -2,6 +2,7 @@
 
 This module starts Airflow as a program (``airflow dags test``, ``airflow
 standalone``); it never imports Airflow, so ``sail_core`` stays orchestrator-free.
+``sail ui`` waits on the services' health endpoints, not on a fixed sleep.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.console import Console
 
 from sail_core.config import REPO_ROOT
 from sail_core.paths import home
+from sail_core.pipeline.health import Endpoint, wait_until_ready
 
 DAG_ID = "sail_pipeline"
 console = Console(stderr=True, soft_wrap=True)
@@ -78,40 +80,78 @@ def _admin_password() -> str:
     return f"(see {home().airflow}/simple_auth_manager_passwords.json.generated once Airflow is up)"
 
 
-def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000) -> None:
-    """Start `airflow standalone` and `mlflow ui` on 127.0.0.1 until Ctrl-C."""
+def _airflow_healthy(body: bytes) -> str | None:
+    """Airflow's /api/v2/monitor/health: ready when the metadata database and the scheduler are healthy."""
+    try:
+        health = json.loads(body)
+    except ValueError:
+        return "health endpoint answered something other than JSON"
+    down = [part for part in ("metadatabase", "scheduler")
+            if (health.get(part) or {}).get("status") != "healthy"]
+    return f"{' and '.join(down)} not healthy yet" if down else None
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the process was started in its own session: its group id is its pid
+    except ProcessLookupError:
+        pass
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM each process's whole group (`airflow standalone` leaves its components running when only
+    it is signalled), then SIGKILL the groups of those still running after 20 s."""
+    for p in processes:
+        _signal_group(p, signal.SIGTERM)
+    for p in processes:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(p, signal.SIGKILL)  # whatever of the group outlived the SIGTERM
+
+
+def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000, timeout_s: float = 300.0) -> None:
+    """Start `airflow standalone` and `mlflow ui` on 127.0.0.1, wait until both answer their
+    health endpoints, print where they are, and keep them up until Ctrl-C.
+
+    Raises ``NotReady`` (after stopping both) when one is not up within ``timeout_s``, naming it and its log.
+    """
     from sail_core.pipeline.tracking import tracking_uri
 
     db_migrate()
     logs = home().logs
     logs.mkdir(parents=True, exist_ok=True)
+    af_log, ml_log = logs / "airflow-standalone.log", logs / "mlflow-ui.log"
     af = subprocess.Popen(
         [_bin("airflow"), "standalone"],
         env=env({"AIRFLOW__API__PORT": str(airflow_port), "AIRFLOW__CORE__PARALLELISM": "2"}),
-        stdout=open(logs / "airflow-standalone.log", "ab"), stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        stdout=open(af_log, "ab"), stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True,
     )
     ml = subprocess.Popen(
         [_bin("mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
          "--backend-store-uri", tracking_uri(), "--default-artifact-root", home().mlflow_artifacts.as_uri()],
-        env=env(), stdout=open(logs / "mlflow-ui.log", "ab"), stderr=subprocess.STDOUT,
-    )
-    time.sleep(15)
-    console.print(
-        f"Airflow UI: http://127.0.0.1:{airflow_port}  login: admin / password {_admin_password()}\n"
-        f"MLflow UI:  http://127.0.0.1:{mlflow_port}\n"
-        f"Logs in {logs}. Trigger DAG '{DAG_ID}' from the Airflow UI ('Trigger' opens the parameter form). Ctrl-C stops both."
+        env=env(), stdout=open(ml_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
+        console.print(f"Starting the Airflow and MLflow UIs (up to {timeout_s:g} s; logs in {logs})")
+        wait_until_ready([
+            Endpoint("Airflow", f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health", af_log, af,
+                     check=_airflow_healthy),
+            Endpoint("MLflow", f"http://127.0.0.1:{mlflow_port}/health", ml_log, ml),
+        ], timeout_s, console=console)
+        console.print(
+            f"Airflow UI: http://127.0.0.1:{airflow_port}  login: admin / password {_admin_password()}\n"
+            f"MLflow UI:  http://127.0.0.1:{mlflow_port}\n"
+            f"Logs in {logs}. Trigger DAG '{DAG_ID}' from the Airflow UI ('Trigger' opens the parameter form). "
+            "Ctrl-C stops both."
+        )
         while af.poll() is None and ml.poll() is None:
             time.sleep(1)
+        for name, proc, log in (("Airflow", af, af_log), ("MLflow", ml, ml_log)):
+            if proc.poll() is not None:
+                console.print(f"[red]{name} exited (code {proc.returncode})[/]; see {log}. Stopping the other one.")
     except KeyboardInterrupt:
         pass
     finally:
-        for p in (af, ml):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in (af, ml):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop([af, ml])
