@@ -105,13 +105,38 @@ def _print(result: Any) -> None:
 @config_app.command("show")
 def config_show(
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="profile to show (default: as for every verb)"),
-    resolved: bool = typer.Option(False, "--resolved", help="print every key, defaults included (what DVC tracks as params.resolved.yaml)"),
+    resolved: bool = typer.Option(False, "--resolved", help="print every key, defaults included (params.resolved.yaml, which DVC reads, is this plus the training-stage chain: `sail config resolve`)"),
 ):
     """Print the configuration of the selected profile (--profile, --set), merged over `base`, as YAML."""
     from sail_core.config import dump_config
 
     State.profile = profile or State.profile
     print(_run(dump_config, _run(_cfg), resolved), end="")
+
+
+@config_app.command("resolve")
+def config_resolve(
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="profile to resolve (default: as for every verb)"),
+    check: bool = typer.Option(False, "--check", help="write nothing; exit 1 when params.resolved.yaml is not up to date"),
+):
+    """Write params.resolved.yaml, the params file dvc.yaml reads: the resolved configuration of the
+    selected profile plus the training-stage chain. Run it before `dvc repro` after changing params.yaml
+    or to reproduce another profile."""
+    from sail_core.pipeline import dvc_params
+
+    State.profile = profile or State.profile
+    cfg, root = _run(_cfg), _wd().root
+    if check:
+        path = root / dvc_params.RESOLVED_PARAMS
+        if not path.exists() or path.read_text() != dvc_params.resolved_params(cfg):
+            err.print(f"[red]{path} is not the resolved configuration of profile {cfg.profile!r}[/]; "
+                      f"run `sail --profile {cfg.profile} config resolve`")
+            raise typer.Exit(1)
+        out.print(f"{path} is up to date (profile {cfg.profile!r})")
+        return
+    path = _run(dvc_params.write_resolved, cfg, root)
+    out.print(f"wrote {path} (profile {cfg.profile!r}; DVC train stages: "
+              f"{', '.join(dvc_params.train_stage_names(cfg))})")
 
 
 # ------------------------------------------------------------------- data
@@ -181,11 +206,17 @@ def version():
 
 
 @app.command()
-def train(resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint instead of starting over")):
-    """Run the configured training stages (logged to MLflow)."""
+def train(
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint instead of starting over"),
+    stage: Optional[str] = typer.Option(None, "--stage", help="train only this stage of train.stages, from the previous stage's model (what each DVC train@NAME stage runs)"),
+):
+    """Run the configured training stages in order, or one of them (logged to MLflow)."""
     from sail_core import pipeline
 
-    _print(_run(pipeline.train, _run(_cfg), _wd(), resume=resume))
+    if stage is None:
+        _print(_run(pipeline.train, _run(_cfg), _wd(), resume=resume))
+    else:
+        _print(_run(pipeline.train_stage, _run(_cfg), _wd(), stage, resume=resume))
 
 
 @app.command()

@@ -10,6 +10,7 @@ from sail_core.pipeline.steps import (  # noqa: F401
     register,
     rollback,
     train,
+    train_stage,
     validate,
     version,
 )

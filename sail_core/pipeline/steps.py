@@ -23,7 +23,6 @@ console = Console(stderr=True, soft_wrap=True)
 
 STEPS = ["ingest", "validate", "version", "train", "evaluate", "gate", "export", "register", "promote"]
 DATA_STAGES = ["ingest", "validate"]
-MODEL_STAGES = ["train", "evaluate", "export"]
 
 
 def _final_model_dir(cfg: Config, wd: Workdir) -> Path:
@@ -78,10 +77,16 @@ def validate(cfg: Config, wd: Workdir, src: Path | None = None) -> dict:
 
 
 def version(cfg: Config, wd: Workdir, stages: list[str] | None = None) -> dict:
-    """Record the data stages in dvc.lock, cache and push them; return the data hash."""
+    """Record the data stages in dvc.lock, cache and push them; return the data hash.
+
+    First writes ``params.resolved.yaml`` for this run's profile, so that dvc.lock records the
+    parameter values the outputs were made with.
+    """
+    from sail_core.pipeline.dvc_params import write_resolved
     from sail_core.pipeline.versioning import commit_and_push, out_hash
 
     stages = stages or DATA_STAGES
+    write_resolved(cfg, wd.root)
     commit_and_push(wd.root, stages)
     data_hash = out_hash(wd.root, "data/validated") or "unversioned"
     console.print(f"[green]version[/]: {', '.join(stages)} committed and pushed; data hash {data_hash}")
@@ -101,37 +106,59 @@ def train(cfg: Config, wd: Workdir, resume: bool = False, airflow_run_id: str | 
     A fresh run clears old stage outputs; ``resume=True`` keeps them and
     continues from the last checkpoint (for a retry after a failure).
     """
-    import mlflow
-
-    from sail_core.pipeline import tracking
-    from sail_core.train.loop import train_stage
-
-    tags = {"sail.data_hash": data_hash(wd)}
-    if airflow_run_id:
-        tags["sail.airflow_run_id"] = airflow_run_id
-    run_id = None
-    if resume and tracking.run_file(wd).exists():
-        run_id = tracking.current_run_id(wd)
-    if run_id is None:
-        run_id = tracking.start_pipeline_run(cfg, wd, tags)
-    init_from = None
-    summaries = {}
-    with tracking.resume_run(run_id):
-        for stage in cfg.train.stages:
-            out = wd.stage(stage.name)
-            if not resume:
-                shutil.rmtree(out, ignore_errors=True)
-
-            def log(metrics: dict[str, float], step: int, _name: str = stage.name) -> None:
-                mlflow.log_metrics({f"train.{_name}.{k}": float(v) for k, v in metrics.items()}, step=step)
-
-            summary = train_stage(cfg, stage, wd.validated, out, init_from=init_from, log=log)
-            summaries[stage.name] = _jsonable(summary)
-            for png in out.glob("*.png"):
-                mlflow.log_artifact(str(png), artifact_path=f"train/{stage.name}")
-            init_from = out / "model"
+    summaries, run_id = {}, None
+    for stage in cfg.train.stages:
+        result = train_stage(cfg, wd, stage.name, resume=resume, airflow_run_id=airflow_run_id)
+        run_id, summaries[stage.name] = result["run_id"], result["summary"]
     console.print(f"[green]train[/]: {len(summaries)} stage(s) done; MLflow run {run_id}")
     return {"run_id": run_id, "stages": summaries}
+
+
+def train_stage(cfg: Config, wd: Workdir, name: str, resume: bool = False,
+                airflow_run_id: str | None = None) -> dict:
+    """Train the configured stage ``name``: the first from the untrained model, a later one from the
+    model of the stage before it (``models/<previous>/model``), into ``models/<name>``.
+
+    The first stage starts the pipeline's MLflow run (``resume=True`` keeps the current one); later
+    stages log into the current run. A fresh stage clears its old output; ``resume=True`` keeps it
+    and continues from its last checkpoint (for a retry after a failure).
+    """
+    import mlflow
+
+    from sail_core.config import ConfigError
+    from sail_core.pipeline import tracking
+    from sail_core.train.loop import train_stage as run_stage
+
+    names = [s.name for s in cfg.train.stages]
+    if name not in names:
+        raise ConfigError(f"training stage {name!r} is not in train.stages of profile {cfg.profile!r} "
+                          f"(its stages: {', '.join(names)}); pick one of those or another profile")
+    i = names.index(name)
+    stage = cfg.train.stages[i]
+    init_from = wd.stage(names[i - 1]) / "model" if i else None
+    if init_from is not None and not init_from.exists():
+        raise FileNotFoundError(f"training stage {name!r} starts from {init_from}, which does not exist; "
+                                f"run `sail train --stage {names[i - 1]}` (or `sail train`) first")
+    if tracking.run_file(wd).exists() and (i > 0 or resume):
+        run_id = tracking.current_run_id(wd)
+    else:
+        tags = {"sail.data_hash": data_hash(wd)}
+        if airflow_run_id:
+            tags["sail.airflow_run_id"] = airflow_run_id
+        run_id = tracking.start_pipeline_run(cfg, wd, tags)
+    out = wd.stage(name)
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics({f"train.{name}.{k}": float(v) for k, v in metrics.items()}, step=step)
+
+    with tracking.resume_run(run_id):
+        summary = _jsonable(run_stage(cfg, stage, wd.validated, out, init_from=init_from, log=log))
+        for png in out.glob("*.png"):
+            mlflow.log_artifact(str(png), artifact_path=f"train/{name}")
+    console.print(f"[green]train[/]: stage {name} done ({i + 1} of {len(names)}); MLflow run {run_id}")
+    return {"run_id": run_id, "stage": name, "summary": summary}
 
 
 def evaluate(cfg: Config, wd: Workdir) -> dict:
@@ -202,7 +229,9 @@ def register(cfg: Config, wd: Workdir, airflow_run_id: str | None = None, commit
     from sail_core.pipeline import registry, tracking
 
     if commit_models:
-        version(cfg, wd, MODEL_STAGES)
+        from sail_core.pipeline.dvc_params import model_stages
+
+        version(cfg, wd, model_stages(cfg))
     run_id = tracking.current_run_id(wd)
     tags = {"git_sha": tracking.git_sha(), "data_hash": data_hash(wd), "airflow_run_id": airflow_run_id or "none",
             "profile": cfg.profile}
