@@ -121,6 +121,7 @@ def _processes_with(marker: str) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.airflow
 def test_sail_ui_that_does_not_come_up_in_time_says_which_and_leaves_nothing_running(tmp_path, monkeypatch):
     from sail_core.pipeline import airflow_env
 
