@@ -244,6 +244,8 @@ class StageConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """The training stages, run in order, and the CPU threads of training and evaluation."""
+
     seed: int = 0
     stages: list[StageConfig]
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")
@@ -332,6 +334,8 @@ class RegistryConfig(_Strict):
 
 
 class Config(_Strict):
+    """The configuration of one profile: ``base`` merged with the profile and the overrides, checked."""
+
     profile: str = "demo"
     data: DataConfig = DataConfig()
     contracts: ContractsConfig = ContractsConfig()
