@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps demo test ui bench
+.PHONY: install system-deps demo test test-fast test-integration ui bench
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian's espeak-ng speaks each demo item's "ASR" audio track.
@@ -32,9 +32,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/sail demo
 
-# The test suite, with real Airflow, MLflow, DVC, Great Expectations and tritonserver.
+# The test suite, with real Airflow, MLflow, DVC, Great Expectations and tritonserver, in random order
+# (pytest-randomly; the seed is printed at the end with the command that replays that order).
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -p randomly
+
+# Everything but the integration groups (pyproject.toml markers): under 2 minutes on 2 cores.
+INTEGRATION := slow or airflow or triton or dvc or distributed or export
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -p randomly -m "not ($(INTEGRATION))"
+
+# Only the integration groups.
+test-integration: $(STAMP)
+	$(VENV)/bin/pytest -q -p randomly -m "$(INTEGRATION)"
 
 # Airflow (standalone) and MLflow UIs on 127.0.0.1.
 ui: $(STAMP)

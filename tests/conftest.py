@@ -49,3 +49,43 @@ def demo_data(tmp_path_factory, tiny_data_cfg):
     out = tmp_path_factory.mktemp("demo-data")
     build_demo(out, tiny_data_cfg)
     return out
+
+
+# --- test order and seeds ------------------------------------------------------
+# pytest-randomly shuffles the order and reseeds `random` and numpy before every test; it leaves torch
+# alone, and under `pytest -q` it prints no seed. These two hooks add both.
+
+
+def _randomly_seed(config) -> int | None:
+    """The seed pytest-randomly resolved for this session, or None when it is disabled (-p no:randomly)."""
+    try:
+        seed = config.getoption("randomly_seed")
+    except ValueError:  # the plugin is not loaded
+        return None
+    return seed if isinstance(seed, int) else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Seed torch for each test from the session seed and the test's id, before any of its fixtures.
+
+    A hook rather than an autouse fixture: fixtures of module or session scope are set up before a
+    function-scoped autouse fixture, and they build models too. The same test under the same seed gets
+    the same torch stream whatever ran before it; without pytest-randomly the session seed is 0.
+    """
+    import importlib.util
+    import zlib
+
+    if importlib.util.find_spec("torch") is None:
+        return
+    import torch
+
+    seed = _randomly_seed(item.config) or 0
+    torch.manual_seed((seed + zlib.crc32(item.nodeid.encode())) % 2**32)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the order's seed at the end, also under -q, with the command that replays the order."""
+    seed = _randomly_seed(config)
+    if seed is not None:
+        terminalreporter.write_line(f"randomly seed: {seed}; rerun this order with -p randomly --randomly-seed={seed}")

@@ -20,6 +20,9 @@ from sail_core.preprocess.instructions import instruction_tables, resolve_instru
 from serving.backend.embedder import OnnxEmbedder, truncate_normalise
 from exports import ITEM, QUERY, omni_export, omni_model, torch_embed
 
+pytestmark = pytest.mark.export
+
+
 @pytest.fixture(scope="module")
 def cfg():
     return load_config(profile="demo")

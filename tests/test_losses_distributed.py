@@ -20,6 +20,8 @@ from sail_core.losses.infonce import compute_loss_from_embeddings
 from sail_core.losses.keys import side_key
 from sail_core.paths import free_ports
 
+pytestmark = pytest.mark.distributed
+
 B, H, D, TAU = 6, 2, 5, 0.1
 
 

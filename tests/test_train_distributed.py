@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import tiny_pairs_data
 from sail_core.paths import free_ports
+
+pytestmark = pytest.mark.distributed
 
 
 def _worker(rank: int, world: int, port: int, data: str, out: str, cache: str, result: dict):

@@ -1,7 +1,7 @@
-"""A small, self-contained data folder for the training/evaluation tests (pandas only).
+"""A small, self-contained data folder for the training/evaluation tests.
 
 Items are movies of six genres whose titles use genre-specific words, so the
-three pair datasets carry real, learnable signal:
+pair datasets carry real, learnable signal:
 
 - ``copair_i2i``: item -> another item of the same genre;
 - ``q2i``: a genre/year search query -> an item;
@@ -10,12 +10,12 @@ three pair datasets carry real, learnable signal:
 
 Items with index % 5 == 0 are held out: pairs touching them are ``test``.
 
-With ``media=True`` every item also gets (paths relative to the folder, as in
-the real items table) a cover and ``keyframes`` keyframes drawn with PIL, whose
-colours and shapes follow the genre and whose text is the title, and a spoken
-WAV of its title and genre made with ``espeak-ng`` (voice varied per item).
-Some items lack a modality on purpose: index % 7 == 3 has no audio,
-index % 11 == 4 no cover, index % 13 == 5 no keyframes.
+With ``media=True`` every item also gets the demo's own media
+(:func:`sail_core.data.media.render_media`: a cover and ``keyframes`` keyframes
+drawn from its genre, title and year, and its title and genre spoken by
+``espeak-ng``), and then some items lose one modality on purpose
+(:data:`MISSING`): index % 7 == 3 has no audio, index % 11 == 4 no cover,
+index % 13 == 5 no keyframes.
 """
 
 from __future__ import annotations
@@ -36,67 +36,23 @@ GENRES = {
 NOUNS = ["Story", "Night", "Road", "City", "Island", "Day", "Code", "Game", "River", "Home"]
 
 
-COLOURS = {"Comedy": (250, 200, 40), "Horror": (120, 0, 0), "Sci-Fi": (20, 60, 200), "Romance": (240, 110, 170),
-           "Western": (160, 100, 40), "Animation": (40, 190, 80)}
+IMAGE_SIZE = 96  # rendered cover/keyframe size: small pictures keep the tests fast (the model resizes them)
+MISSING = {"audio_path": (7, 3), "cover_path": (11, 4), "frame_paths": (13, 5)}  # column -> (m, r): index % m == r
 
 
-def _draw(path: Path, genre: str, title: str, frame: int | None, size: int = 96) -> None:
-    from PIL import Image, ImageDraw
+def _media(folder: Path, items: pd.DataFrame, keyframes: int, seed: int) -> pd.DataFrame:
+    """Render every item's media with the demo's code, then remove the :data:`MISSING` ones (path nulled, file deleted)."""
+    from sail_core.data.media import render_media, split_frames
 
-    colour = COLOURS[genre]
-    g = list(GENRES).index(genre)
-    img = Image.new("RGB", (size, size), colour)
-    d = ImageDraw.Draw(img)
-    shade = tuple(255 - c for c in colour)
-    if frame is None:  # cover: genre shape + title
-        if g % 3 == 0:
-            d.ellipse((8, 8, size - 8, size // 2), fill=shade)
-        elif g % 3 == 1:
-            d.rectangle((8, 8, size - 8, size // 2), fill=shade)
-        else:
-            d.polygon([(size // 2, 4), (8, size // 2), (size - 8, size // 2)], fill=shade)
-        d.text((6, size * 2 // 3), title[:14], fill=(255, 255, 255))
-    else:  # keyframe: stripes whose count/angle depend on genre and frame
-        for k in range(g + 2):
-            x = (k * size // (g + 2) + frame * 7) % size
-            d.line((x, 0, (x + 20 * (frame + 1)) % size, size), fill=shade, width=3 + g)
-    img.save(path, quality=90)
-
-
-def _speak(path: Path, text: str, variant: int) -> None:
-    import subprocess
-
-    voices = ["en+m1", "en+f2", "en+m3", "en+f4"]
-    subprocess.run(["espeak-ng", "-w", str(path), "-v", voices[variant % len(voices)], "-s", "190", text],
-                   check=True, capture_output=True)
-
-
-def _media(folder: Path, items: pd.DataFrame, keyframes: int) -> pd.DataFrame:
-    media = folder / "media"
-    for sub in ("covers", "frames", "audio"):
-        (media / sub).mkdir(parents=True, exist_ok=True)
-    covers, frames, audio = [], [], []
-    for idx, r in enumerate(items.to_dict("records")):
-        iid, genre = r["item_id"], r["tags"]
-        if idx % 11 == 4:
-            covers.append(None)
-        else:
-            _draw(media / "covers" / f"{iid}.jpg", genre, r["title"], None)
-            covers.append(f"media/covers/{iid}.jpg")
-        if idx % 13 == 5 or keyframes == 0:
-            frames.append(None)
-        else:
-            rel = [f"media/frames/{iid}_{k}.jpg" for k in range(keyframes)]
-            for k, p in enumerate(rel):
-                _draw(folder / p, genre, r["title"], k)
-            frames.append("|".join(rel))
-        if idx % 7 == 3:
-            audio.append(None)
-        else:
-            _speak(media / "audio" / f"{iid}.wav", f"{r['title']}. {genre}.", idx)
-            audio.append(f"media/audio/{iid}.wav")
-    return items.assign(cover_path=pd.array(covers, dtype="string"), frame_paths=pd.array(frames, dtype="string"),
-                        audio_path=pd.array(audio, dtype="string"))
+    items = render_media(items, folder, seed, keyframes, IMAGE_SIZE, audio=True, workers=1)
+    position = np.arange(len(items))
+    for column, (m, r) in MISSING.items():
+        drop = (position % m == r) & items[column].notna().to_numpy()
+        for value in items.loc[drop, column]:
+            for rel in split_frames(value):
+                (folder / rel).unlink()
+        items.loc[drop, column] = pd.NA
+    return items
 
 
 def build(folder: Path, per_genre: int = 8, pairs_per_dataset: int = 200, seed: int = 0, media: bool = False,
@@ -116,7 +72,7 @@ def build(folder: Path, per_genre: int = 8, pairs_per_dataset: int = 200, seed: 
     items = pd.DataFrame(rows).astype({"item_id": "string", "title": "string", "year": "Int64", "tags": "string",
                                        "ocr": "string", "asr": "string", "author": "string"})
     if media:
-        items = _media(folder, items, keyframes)
+        items = _media(folder, items, keyframes, seed)
     items.to_parquet(folder / "items.parquet", index=False)
     held = {f"m{i}" for i in range(len(items)) if i % 5 == 0}
     by_genre = items.groupby("tags")["item_id"].apply(list).to_dict()
