@@ -105,7 +105,7 @@ def test_media_lr_puts_new_modules_in_their_own_group():
 
     cfg = tiny_pairs_data.fast_config()
     model = build_model(cfg.model)
-    stage = cfg.train.stages[0]
+    stage = cfg.train.stages[0].model_copy(update={"media_lr": None})
     assert len(_param_groups(model, stage)) == 1
     groups = _param_groups(model, stage.model_copy(update={"media_lr": 1e-3}))
     assert [g.get("lr") for g in groups] == [None, 1e-3]
