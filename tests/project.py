@@ -12,10 +12,19 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+TWO_STAGES = "tiny_two_stages"
 
 
-def make_project(root: Path, profile: str = "tiny", overrides: dict | None = None) -> Path:
-    """git init + dvc init in ``root`` with this repo's dvc.yaml, params.yaml (profile set) and stage deps."""
+def make_project(root: Path, profile: str = "tiny", overrides: dict | None = None, two_stages: bool = False) -> Path:
+    """git init + dvc init in ``root`` with this repo's dvc.yaml, params.yaml (profile set), stage deps, and
+    ``params.resolved.yaml`` for ``profile``.
+
+    ``overrides`` (dotted keys) are written into ``profile``. ``two_stages`` adds the profile
+    :data:`TWO_STAGES`: ``tiny`` with a second training stage, ``stage2``, after ``stage1``.
+    """
+    from sail_core.config import load_config
+    from sail_core.pipeline.dvc_params import write_resolved
+
     root.mkdir(parents=True, exist_ok=True)
     for name in ("sail_core", "data_contracts"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -29,6 +38,10 @@ def make_project(root: Path, profile: str = "tiny", overrides: dict | None = Non
             node = node.setdefault(p, {})
         node[last] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if two_stages:
+        params["profiles"][TWO_STAGES] = two_stage_profile(root / "params.yaml", params["profiles"]["tiny"])
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_resolved(load_config(root / "params.yaml", profile), root)
     run(root, "git", "init", "-q")
     run(root, "git", "config", "user.email", "test@example.com")
     run(root, "git", "config", "user.name", "test")
@@ -37,6 +50,19 @@ def make_project(root: Path, profile: str = "tiny", overrides: dict | None = Non
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "init")
     return root
+
+
+def two_stage_profile(params: Path, tiny: dict) -> dict:
+    """``tiny`` with two complete training stages: its own ``stage1``, then ``stage2`` (two steps)."""
+    import copy
+
+    from sail_core.config import load_config
+
+    first = load_config(params, "tiny").train.stages[0].model_dump(mode="json")
+    second = {**first, "name": "stage2", "steps": 2, "warmup_steps": 1, "checkpoint_every": 1}
+    profile = copy.deepcopy(tiny)
+    profile.setdefault("train", {})["stages"] = [first, second]
+    return profile
 
 
 def env() -> dict[str, str]:
