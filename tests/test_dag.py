@@ -1,4 +1,8 @@
-"""The whole Airflow DAG, for real: dag.test() on SQLite, tiny data, real MLflow, DVC, GX and tritonserver."""
+"""The whole Airflow DAG, for real: dag.test() on SQLite, tiny data, real MLflow, DVC, GX and tritonserver.
+
+The test project's configuration has a second profile whose training has two stages, so the DAG has
+the tasks train.stage1 -> train.stage2, and a ``tiny`` run (one stage) skips train.stage2.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ import pandas as pd
 import pytest
 
 from sail_core.paths import free_ports
-from tests.project import REPO, make_project
+from tests.project import REPO, TWO_STAGES, make_project
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +26,7 @@ def project(tmp_path_factory):
         tmp_path_factory.mktemp("dagproj") / "proj",
         overrides={"serve.http_port": http, "serve.grpc_port": grpc, "serve.metrics_port": metrics,
                    "registry.mlflow_model": "dag-test-model"},
+        two_stages=True,
     )
     old = {k: os.environ.get(k) for k in ("SAIL_WORKDIR", "SAIL_PARAMS")}
     os.environ["SAIL_WORKDIR"] = str(root)
@@ -52,15 +57,69 @@ def _states(dr) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
 
 
-def test_whole_dag_succeeds_and_serves(project):
-    from sail_core.pipeline import registry
-    from sail_core.config import load_config
+TRAIN = ["train.stage1", "train.stage2"]
+AFTER_CHECK = ["ingest", "validate", "version", *TRAIN, "evaluate", "gate", "export", "register", "promote"]
+
+
+def test_dag_shape_follows_the_configuration(project):
+    from sail_core.config import runnable_profiles
+    from sail_core.pipeline import STEPS
+
+    dag = _dag()
+    assert [t.task_id for t in dag.tasks if t.task_id.startswith("train.")] == TRAIN
+    assert dag.get_task("check").downstream_task_ids == {"ingest"}
+    assert dag.get_task("train.stage1").upstream_task_ids == {"version"}
+    assert dag.get_task("train.stage2").upstream_task_ids == {"train.stage1"}
+    assert dag.get_task("evaluate").upstream_task_ids == {"train.stage2"}
+    # Only profiles that can run every step are offered: `paper` cannot be exported.
+    offered = dag.params.get_param("profile").schema["enum"]
+    assert offered == runnable_profiles(STEPS) and {"tiny", TWO_STAGES} <= set(offered) and "paper" not in offered
+
+
+def test_a_profile_that_cannot_export_is_refused_before_training(project):
+    from airflow.exceptions import ParamValidationError
+
+    from sail_core.config import ConfigError, check_steps, load_config
+    from sail_core.pipeline import STEPS
+
+    paper = load_config(profile="paper")
+    with pytest.raises(ConfigError, match="cannot run the export step"):
+        check_steps(paper, STEPS)
+    check_steps(paper, ["ingest", "validate", "version", "train", "evaluate", "gate"])  # without export it may run
+    with pytest.raises(ParamValidationError, match="paper"):
+        _dag().test(run_conf={"profile": "paper"})
+
+
+def test_a_configuration_error_stops_the_run_at_check(project):
+    before = sorted(p.name for p in (project / "models").glob("*")) if (project / "models").exists() else []
+    dr = _dag().test(run_conf={"profile": "tiny", "gate_thresholds": {"eval.i2i.recall_at_10": "high"}})
+    states = _states(dr)
+    assert str(dr.state) == "failed" and states["check"] == "failed", states
+    for task in AFTER_CHECK:
+        assert states[task] == "upstream_failed", states
+    after = sorted(p.name for p in (project / "models").glob("*")) if (project / "models").exists() else []
+    assert after == before
+
+
+@pytest.fixture(scope="module")
+def whole_run(project):
+    """One whole tiny run (the state the other runs start from), and whether DVC was clean right after it."""
     from sail_core.pipeline.versioning import status_clean
-    from serving import client
 
     dr = _dag().test(run_conf={"profile": "tiny"})
+    return dr, status_clean(project)
+
+
+def test_whole_dag_succeeds_and_serves(project, whole_run):
+    from sail_core.pipeline import registry
+    from sail_core.config import load_config
+    from serving import client
+
+    dr, dvc_clean = whole_run
     states = _states(dr)
     assert str(dr.state) == "success", states
+    # tiny lists one training stage: the other stage's task is skipped and the rest still run
+    assert states.pop("train.stage2") == "skipped", states
     assert set(states.values()) == {"success"}, states
 
     cfg = load_config(project / "params.yaml")
@@ -73,10 +132,10 @@ def test_whole_dag_succeeds_and_serves(project):
     assert mv.tags["airflow_run_id"] == dr.run_id and mv.tags["data_hash"].endswith(".dir")
     vec = client.embed(["a romantic comedy set in paris"], None, cfg.serve, "http")
     assert vec.shape == (1, 384)
-    assert status_clean(project)
+    assert dvc_clean
 
 
-def test_failing_gate_stops_before_promotion(project):
+def test_failing_gate_stops_before_promotion(project, whole_run):
     from sail_core.pipeline import registry
     from sail_core.config import load_config
 
@@ -93,7 +152,7 @@ def test_failing_gate_stops_before_promotion(project):
     assert '"passed": false' in gate and "eval.i2i.recall_at_10" in gate
 
 
-def test_contract_breach_stops_at_validation(project):
+def test_contract_breach_stops_at_validation(project, whole_run):
     items = project / "data" / "raw" / "items.parquet"
     good_validated = pd.read_parquet(project / "data" / "validated" / "items.parquet")
     df = pd.read_parquet(items).drop(columns=["title"])
@@ -102,8 +161,8 @@ def test_contract_breach_stops_at_validation(project):
                                                            "export", "register", "promote"]})
     states = _states(dr)
     assert str(dr.state) == "failed"
-    assert states["ingest"] == "skipped" and states["validate"] == "failed"
-    for task in ("version", "train", "evaluate", "gate", "export", "register", "promote"):
+    assert states["check"] == "success" and states["ingest"] == "skipped" and states["validate"] == "failed"
+    for task in ("version", *TRAIN, "evaluate", "gate", "export", "register", "promote"):
         assert states[task] == "upstream_failed", states
     # the earlier validated data is intact
     assert pd.read_parquet(project / "data" / "validated" / "items.parquet").equals(good_validated)
