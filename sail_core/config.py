@@ -229,7 +229,9 @@ def embedding_width(model: ModelConfig) -> int:
 class StageConfig(_Strict):
     """One training stage; stages are data, run by one training loop."""
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description=(
+        "letters, digits and _: the name is also an Airflow task id (train.NAME), a DVC stage (train@NAME) "
+        "and a folder (models/NAME)"))
     datasets: list[str]
     steps: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=2)

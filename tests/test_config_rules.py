@@ -112,3 +112,9 @@ def test_renamed_keys_hold_their_values():
     assert cfg.data.media_workers is None and cfg.train.feature_threads is None
     assert load_config(profile="tiny", overrides={"data.media_workers": 3, "train.feature_threads": 2}).train.feature_threads == 2
     assert "'data.media_workers'" in _refused(**{"data.media_workers": 0})
+
+
+def test_stage_names_are_word_characters():
+    """A stage name is also an Airflow task id, a DVC stage and a folder name."""
+    msg = _refused(**{"train.stages": [{"name": "stage 1", "datasets": ["q2i"], "steps": 4, "warmup_steps": 1}]})
+    assert "train.stages.0.name" in msg and "stage 1" in msg
