@@ -38,7 +38,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q -p randomly
 
 # Everything but the integration groups (pyproject.toml markers): under 2 minutes on 2 cores.
-INTEGRATION := slow or airflow or triton or dvc or distributed or export
+INTEGRATION := slow or airflow or triton or dvc or distributed or export or train
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -p randomly -m "not ($(INTEGRATION))"
 

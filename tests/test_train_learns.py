@@ -31,6 +31,8 @@ from sail_core.features.item_inputs import ItemInputs
 from sail_core.model.omni import load_model
 from sail_core.train.loop import train_stage
 
+pytestmark = pytest.mark.train
+
 DATASET = "copair_i2i"
 PAIRS = 48  # training pairs in the fixed subset
 STEPS = 20

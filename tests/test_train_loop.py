@@ -14,6 +14,8 @@ from sail_core.train.loop import train_stage
 
 import tiny_pairs_data
 
+pytestmark = pytest.mark.train
+
 
 class Interrupt(Exception):
     pass
