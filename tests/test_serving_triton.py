@@ -1,11 +1,12 @@
 """The real tritonserver on 127.0.0.1 serving the omni model: every modality combination, promote, swap,
 failed promotion, rollback, malformed requests, restart.
 
-One server (free ports, temporary model repository) is shared by the module;
-the tests run in file order and walk one model through its life:
-v1 promoted (each modality combination checked against PyTorch) -> v2 promoted
-under load -> broken v3 refused under load (v2 keeps serving) -> rollback to
-v1 -> malformed requests -> restart restores v1.
+One server (free ports, temporary model repository) is shared by the module, and
+no test relies on another having run first (the order is random): the ``v1``
+fixture promotes version 1 of the default model, which the read-only tests query;
+``test_version_lifecycle`` walks a second model name through its life in one test:
+v1 -> v2 promoted under load -> broken v3 refused under load (v2 keeps serving)
+-> rollback to v1 -> restart restores every model's current version.
 
 The Triton runtime venv is shared: ``$SAIL_TRITON_VENV`` if set, else the
 default ``home().triton_venv``; it is created (about 40 s, from PyPI) if missing.
@@ -92,6 +93,17 @@ def triton(runtime, models, tmp_path_factory):
         yield {"cfg": serve_cfg, "repo": base / "repo", "state": base / "state", "info": info}
 
 
+@pytest.fixture(scope="module")
+def v1(triton, models):
+    """Version 1 of the default model, promoted on the server that started with no model."""
+    assert server.status(triton["state"])["models"] == []
+    started = time.perf_counter()
+    result = promote(models["dirs"][1], 1, triton["cfg"], triton["repo"])
+    print(f"promote v1: load {result['load_seconds']} s, smoke {result['check_seconds']} s, "
+          f"total {time.perf_counter() - started:.1f} s")
+    return result
+
+
 class Traffic:
     """Background requests while a promotion runs: counts errors and which versions answered."""
 
@@ -137,30 +149,25 @@ def _torch_rows(model, rows: dict, dim=None) -> np.ndarray:
                        [ITEM if m else QUERY for m in media], dim)
 
 
-def test_server_is_live_with_no_model(triton):
+def test_server_is_live_on_loopback(triton):
     st = server.status(triton["state"])
     assert st["running"] and st["live"] and st["ready"]
     assert st["http"] == f"127.0.0.1:{triton['cfg'].http_port}"
-    assert st["models"] == []
 
 
-def test_promote_v1_smoke_checks_every_modality(triton, models):
-    cfg = triton["cfg"]
-    started = time.perf_counter()
-    result = promote(models["dirs"][1], 1, cfg, triton["repo"])
-    print(f"promote v1: load {result['load_seconds']} s, smoke {result['check_seconds']} s, "
-          f"total {time.perf_counter() - started:.1f} s")
+def test_promote_v1_smoke_checks_every_modality(triton, v1):
+    cfg, result = triton["cfg"], v1
     assert result["version"] == 1 and result["previous"] is None
     assert set(result["smoke"]) == {"text", "image", "audio", "all"}
     assert result["max_abs_diff"] <= 1e-4
     assert result["dims"] == [384, 128, 64]
     assert serving_state(cfg, triton["repo"])["current"] == 1
     st = server.status(triton["state"])
-    assert [(m["version"], m["state"]) for m in st["models"] if m["state"] == "READY"] == [("1", "READY")]
+    assert [m["version"] for m in st["models"] if m["name"] == cfg.triton_model and m["state"] == "READY"] == ["1"]
 
 
 @pytest.mark.parametrize("combo", list(COMBOS))
-def test_each_modality_combination_matches_pytorch(triton, models, combo):
+def test_each_modality_combination_matches_pytorch(triton, models, v1, combo):
     """Raw bytes through Triton == PyTorch on the same bytes == onnxruntime in-process, at every dim."""
     cfg, rows = triton["cfg"], COMBOS[combo]
     want = _torch_rows(models["model"][1], rows)
@@ -174,7 +181,7 @@ def test_each_modality_combination_matches_pytorch(triton, models, combo):
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_text_only_positional_call_works(triton, models):
+def test_text_only_positional_call_works(triton, models, v1):
     full = embed(TEXTS, None, triton["cfg"], "http")  # positional (texts, dim, cfg, protocol)
     np.testing.assert_allclose(full, models["torch"][1], atol=1e-4)
     item = embed(TEXTS[:1], None, triton["cfg"], "http", side="target")
@@ -182,7 +189,7 @@ def test_text_only_positional_call_works(triton, models):
     np.testing.assert_allclose(item, want, atol=1e-4)
 
 
-def test_embed_files_for_the_cli(triton, models, tmp_path):
+def test_embed_files_for_the_cli(triton, models, v1, tmp_path):
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     wav = tmp_path / "title.wav"
@@ -204,7 +211,7 @@ def test_embed_files_for_the_cli(triton, models, tmp_path):
         embed_files(None, tmp_path / "missing.jpg", None, None, triton["cfg"])
 
 
-def test_preprocess_copy_imports_in_the_triton_env(runtime, triton):
+def test_preprocess_copy_imports_in_the_triton_env(runtime, triton, v1):
     """Every module of the copied sail_core/preprocess and the runners import with numpy<2 and without torch."""
     version_dir = triton["repo"] / triton["cfg"].triton_model / "1"
     modules = sorted(p.stem for p in (version_dir / "sail_core" / "preprocess").glob("*.py") if p.stem != "__init__")
@@ -217,8 +224,12 @@ def test_preprocess_copy_imports_in_the_triton_env(runtime, triton):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_promote_v2_swaps_without_dropping_requests(triton, models):
-    cfg = triton["cfg"]
+def test_version_lifecycle(triton, models, v1):
+    """v1 -> v2 under load -> broken v3 refused under load -> rollback to v1 -> restart restores it."""
+    cfg = triton["cfg"].model_copy(update={"triton_model": "lifecycle"})
+    assert promote(models["dirs"][1], 1, cfg, triton["repo"])["version"] == 1
+
+    # v2 swaps in without dropping a request
     with Traffic(cfg) as traffic:
         result = promote(models["dirs"][2], 2, cfg, triton["repo"])
     assert result["version"] == 2 and result["previous"] == 1
@@ -227,9 +238,7 @@ def test_promote_v2_swaps_without_dropping_requests(triton, models):
     assert served_version(cfg) == "2"
     np.testing.assert_allclose(embed(TEXTS, None, cfg), models["torch"][2], atol=1e-4)
 
-
-def test_broken_v3_is_refused_and_v2_keeps_serving(triton, models):
-    cfg = triton["cfg"]
+    # a broken v3 is refused and v2 keeps serving
     with Traffic(cfg) as traffic:
         with pytest.raises(PromotionError, match="version 2 keeps serving"):
             promote(models["dirs"][3], 3, cfg, triton["repo"])
@@ -245,9 +254,7 @@ def test_broken_v3_is_refused_and_v2_keeps_serving(triton, models):
     assert state["current"] == 2 and state["stack"] == [1, 2]
     assert state["history"][-1]["event"] == "promote_failed"
 
-
-def test_rollback_returns_to_v1(triton, models):
-    cfg = triton["cfg"]
+    # rollback returns to v1, and there is nothing before it
     result = rollback(cfg, triton["repo"])
     assert result["version"] == 1 and result["rolled_back_from"] == 2
     assert served_version(cfg) == "1"
@@ -255,8 +262,20 @@ def test_rollback_returns_to_v1(triton, models):
     with pytest.raises(PromotionError, match="nothing to roll back to"):
         rollback(cfg, triton["repo"])
 
+    # a restart serves every model's current version
+    state_dir = triton["state"]
+    assert server.stop(state_dir)["result"] == "stopped"
+    assert server.status(state_dir)["running"] is False
+    started = time.perf_counter()
+    info = server.start(triton["repo"], triton["cfg"], state_dir=state_dir)
+    print(f"restart + load of {sorted(info.loaded)}: {time.perf_counter() - started:.1f} s")
+    assert {"lifecycle", triton["cfg"].triton_model} <= set(info.loaded)
+    assert served_version(cfg) == "1" and served_version(triton["cfg"]) == "1"
+    np.testing.assert_allclose(embed(images=[PNG], cfg=cfg), OnnxEmbedder(models["dirs"][1]).embed(images=[PNG]),
+                               atol=1e-4)
 
-def test_refused_first_version_leaves_nothing_loaded(triton, models):
+
+def test_refused_first_version_leaves_nothing_loaded(triton, models, v1):
     """A model whose very first promotion fails: unloaded, no config left, the other model unaffected."""
     cfg = triton["cfg"].model_copy(update={"triton_model": "first_is_broken"})
     with pytest.raises(PromotionError, match="no version of 'first_is_broken' serves"):
@@ -282,7 +301,7 @@ def _raw_request(cfg, protocol, inputs):
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_malformed_requests_get_clear_errors(triton, protocol):
+def test_malformed_requests_get_clear_errors(triton, v1, protocol):
     cfg = triton["cfg"]
     from tritonclient.utils import InferenceServerException
 
@@ -306,7 +325,7 @@ def test_malformed_requests_get_clear_errors(triton, protocol):
     assert embed(images=[PNG], dim=64, cfg=cfg, protocol=protocol).shape == (1, 64)
 
 
-def test_bad_requests_do_not_disturb_concurrent_good_ones(triton, models):
+def test_bad_requests_do_not_disturb_concurrent_good_ones(triton, models, v1):
     """Good and bad requests at once (the dynamic batcher may put them in one batch): each gets its own answer."""
     cfg = triton["cfg"]
     want = OnnxEmbedder(models["dirs"][1]).embed(texts=TEXTS[:1], images=[PNG])
@@ -341,16 +360,3 @@ def test_client_says_how_to_start_a_server(models):
     for protocol in ("http", "grpc"):
         with pytest.raises(ServingUnavailable, match="sail serve up"):
             embed(["hello"], None, cfg, protocol=protocol)
-
-
-def test_restart_serves_the_current_version(triton, models):
-    cfg, state = triton["cfg"], triton["state"]
-    assert server.stop(state)["result"] == "stopped"
-    assert server.status(state)["running"] is False
-    started = time.perf_counter()
-    info = server.start(triton["repo"], cfg, state_dir=state)
-    print(f"restart + load of {sorted(info.loaded)}: {time.perf_counter() - started:.1f} s")
-    assert cfg.triton_model in info.loaded
-    assert served_version(cfg) == "1"
-    np.testing.assert_allclose(embed(images=[PNG], cfg=cfg), OnnxEmbedder(models["dirs"][1]).embed(images=[PNG]),
-                               atol=1e-4)
