@@ -2,8 +2,10 @@
 
 The README's ```bash blocks are run in order in a throw-away copy of the project (git + DVC, its own
 SAIL_HOME). Quick commands run for real. Long ones get the dry-run flag the README documents:
-``sail --dry-run VERB`` (checks the configuration and arguments, prints the call), ``make -n`` and
-``dvc repro --dry``. A command that fails, or a `sail` option the CLI does not know, fails the test.
+``sail --dry-run VERB`` (checks the configuration and arguments, prints the call) and ``make -n``.
+``dvc repro`` becomes ``dvc dag && dvc status``: both resolve dvc.yaml's templates and params against
+params.resolved.yaml (``dvc repro --dry`` cannot stand in: it stops at the first stage whose inputs do
+not exist yet). A command that fails, or a `sail` option the CLI does not know, fails the test.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def as_run(command: str) -> tuple[str, str]:
             part = " ".join([shlex.quote(words[0]), "--dry-run", *map(shlex.quote, words[1:])])
         elif words[:2] == ["dvc", "repro"] or words[:2] == [".venv/bin/dvc", "repro"]:
             kinds.add("dry")
-            part = part.rstrip() + " --dry"
+            part = part.replace("dvc repro", "dvc dag && dvc status")
         parts.append(part.strip())
     kind = "make" if "make" in kinds else "dry" if "dry" in kinds else "real"
     return kind, " && ".join(parts)
@@ -75,7 +77,7 @@ def test_the_transform_marks_long_commands_dry():
     assert as_run(".venv/bin/sail ingest && .venv/bin/sail validate") == (
         "real", ".venv/bin/sail ingest && .venv/bin/sail validate")
     assert as_run("make demo") == ("make", "make -n demo")
-    assert as_run("source .venv/bin/activate && dvc repro")[1].endswith("dvc repro --dry")
+    assert as_run("source .venv/bin/activate && dvc repro")[1].endswith("dvc dag && dvc status")
     assert readme_commands("```bash\nmake demo   # note\n\n.venv/bin/sail a \\\n  --b c\n```") == [
         "make demo", ".venv/bin/sail a    --b c"]
 
