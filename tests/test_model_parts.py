@@ -52,7 +52,7 @@ def test_compact_matches_naive_loop():
 
 
 def _qwen(bidirectional: bool):
-    cfg = load_config(profile="paper", overrides={"model.qwen2": SMALL_QWEN}).model
+    cfg = load_config(profile="paper", overrides={"model.qwen2": SMALL_QWEN, "model.matryoshka_dims": [64, 32, 16]}).model
     torch.manual_seed(0)
     fusion = build_fusion(cfg, vocab_size=100).eval()
     if bidirectional:
