@@ -81,7 +81,7 @@ def _run(fn, *args, **kwargs):
     verb stops there (exit 0): the configuration and the arguments have been checked by then."""
     from sail_core.config import ConfigError
 
-    if State.dry_run and fn not in (_cfg, _wd) and fn.__module__ != "sail_core.config":  # config calls only check
+    if State.dry_run and fn not in (_cfg, _wd) and not fn.__module__.startswith("sail_core.config"):  # config calls only check
         out.print(f"dry run (profile {_cfg().profile!r}): would call {_describe(fn, args, kwargs)}")
         raise typer.Exit(0)
     try:

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from sail_core.config import Config, DataConfig, ModelConfig, ServeConfig, _unwrap, params_path
+from sail_core.config import Config, DataConfig, ModelConfig, ServeConfig, params_path
+from sail_core.config.load import _unwrap
 
 NO_DEFAULT = object()
 
