@@ -2,7 +2,8 @@
 
 The README's ```bash blocks are run in order in a throw-away copy of the project (git + DVC, its own
 SAIL_HOME). Quick commands run for real. Long ones get the dry-run flag the README documents:
-``sail --dry-run VERB`` (checks the configuration and arguments, prints the call) and ``make -n``.
+``sail --dry-run VERB`` (checks the configuration and arguments, prints the call), ``make -n`` and
+``pytest --collect-only`` (both in the repository).
 ``dvc repro`` becomes ``dvc dag && dvc status``: both resolve dvc.yaml's templates and params against
 params.resolved.yaml (``dvc repro --dry`` cannot stand in: it stops at the first stage whose inputs do
 not exist yet). A command that fails, or a `sail` option the CLI does not know, fails the test.
@@ -61,6 +62,9 @@ def as_run(command: str) -> tuple[str, str]:
         if words[0] == "make":
             kinds.add("make")
             part = "make -n " + " ".join(shlex.quote(w) for w in words[1:])
+        elif words[0].endswith("bin/pytest"):
+            kinds.add("make")  # runs in the repository, where the tests are
+            part = " ".join([*map(shlex.quote, words), "--collect-only"])
         elif words[0].endswith("bin/sail") and _sail_verb(words) in DRY_VERBS:
             kinds.add("dry")
             part = " ".join([shlex.quote(words[0]), "--dry-run", *map(shlex.quote, words[1:])])
@@ -77,6 +81,7 @@ def test_the_transform_marks_long_commands_dry():
     assert as_run(".venv/bin/sail ingest && .venv/bin/sail validate") == (
         "real", ".venv/bin/sail ingest && .venv/bin/sail validate")
     assert as_run("make demo") == ("make", "make -n demo")
+    assert as_run(".venv/bin/pytest -q -m train") == ("make", ".venv/bin/pytest -q -m train --collect-only")
     assert as_run("source .venv/bin/activate && dvc repro")[1].endswith("dvc dag && dvc status")
     assert readme_commands("```bash\nmake demo   # note\n\n.venv/bin/sail a \\\n  --b c\n```") == [
         "make demo", ".venv/bin/sail a    --b c"]
