@@ -1,4 +1,4 @@
-"""Shared by tests/test_export_onnx.py and tests/test_serving_triton.py: real omni exports, built once per
+"""Shared by tests/test_export_onnx.py and tests/test_serving_triton.py: real exports of the demo model, built once per
 pytest process (they take seconds each), and the PyTorch reference for raw-media rows."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from sail_core.model.assembly import OmniSample, collate
 ITEM = "Represent this movie for retrieval."
 QUERY = "Represent this search query to find matching movies."
 _CACHE: dict[int, tuple[Path, object, dict]] = {}
-_ROOT = Path(tempfile.mkdtemp(prefix="sail-test-omni-exports-"))
+_ROOT = Path(tempfile.mkdtemp(prefix="sail-test-exports-"))
 
 
-def omni_model(variant: int):
-    """The demo omni model (real MiniLM + EfficientNet-Lite0) with its new parts nudged by ``variant``'s seed,
+def nudged_model(variant: int):
+    """The demo model (real MiniLM + EfficientNet-Lite0) with its new parts nudged by ``variant``'s seed,
     so that the perceiver, the audio adapter and the media types matter as after training."""
     from sail_core.model.omni import build_model
 
@@ -34,12 +34,12 @@ def omni_model(variant: int):
     return model
 
 
-def omni_export(variant: int = 1) -> tuple[Path, object, dict]:
+def cached_export(variant: int = 1) -> tuple[Path, object, dict]:
     """``(export folder, model, export result)`` for ``variant``; exported once per process."""
     if variant not in _CACHE:
         from sail_core.export.onnx import export_onnx
 
-        model = omni_model(variant)
+        model = nudged_model(variant)
         out = _ROOT / f"v{variant}"
         _CACHE[variant] = (out, model, export_onnx(model, out, datasets=load_config(profile="demo").datasets))
     return _CACHE[variant]

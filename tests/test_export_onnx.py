@@ -18,7 +18,7 @@ from sail_core.preprocess.export_format import FORMAT, ExportFormatError, Export
 from sail_core.model.omni import OmniEmbedder
 from sail_core.preprocess.instructions import instruction_tables, resolve_instruction
 from serving.backend.embedder import OnnxEmbedder, truncate_normalise
-from exports import ITEM, QUERY, omni_export, omni_model, torch_embed
+from exports import ITEM, QUERY, cached_export, nudged_model, torch_embed
 
 pytestmark = pytest.mark.export
 
@@ -30,13 +30,13 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def exported():
-    out, _, result = omni_export(1)
+    out, _, result = cached_export(1)
     return out, result
 
 
 @pytest.fixture(scope="module")
 def model(exported) -> OmniEmbedder:
-    return omni_export(1)[1]
+    return cached_export(1)[1]
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ class _Drifted(OmniEmbedder):
 
 
 def test_export_refuses_a_graph_that_drifts(cfg, tmp_path):
-    model = omni_model(3)
+    model = nudged_model(3)
     model.__class__ = _Drifted
     try:
         with pytest.raises(ExportParityError, match="differs from PyTorch"):

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pytest
 
-from exports import ITEM, QUERY, omni_export, torch_embed
+from exports import ITEM, QUERY, cached_export, torch_embed
 from sail_core.config import load_config
 from sail_core.preprocess import samples
 from sail_core.paths import free_ports, home
@@ -76,8 +76,8 @@ def models(tmp_path_factory):
     """Two real omni exports (v2: a different model) and a corrupt v3."""
     cfg = load_config(profile="demo")
     root = tmp_path_factory.mktemp("exports")
-    v1, model1, _ = omni_export(1)
-    v2, model2, _ = omni_export(2)
+    v1, model1, _ = cached_export(1)
+    v2, model2, _ = cached_export(2)
     shutil.copytree(v2, root / "v3")
     (root / "v3" / "model.onnx").write_bytes(b"this is not an onnx graph")
     want = {1: torch_embed(model1, TEXTS, [None] * 4, [None] * 4, [None] * 4, [QUERY] * 4),
