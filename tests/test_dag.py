@@ -134,6 +134,15 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     assert vec.shape == (1, 384)
     assert dvc_clean
 
+    # the run's record: resolved configuration, code version, and the hashes DVC pinned
+    import yaml
+
+    assert run.data.tags["sail.git_sha"] and run.data.tags["sail.git_dirty"] in {"true", "false", "unknown"}
+    record = Path(registry.client().download_artifacts(champ.run_id, "record"))
+    assert yaml.safe_load((record / "config.resolved.yaml").read_text()) == cfg.model_dump(mode="json")
+    lock = yaml.safe_load((record / "dvc.lock").read_text())
+    assert {"ingest", "validate", "train@stage1", "evaluate", "export"} <= set(lock["stages"])
+
 
 def test_failing_gate_stops_before_promotion(project, whole_run):
     from sail_core.pipeline import registry

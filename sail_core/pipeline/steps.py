@@ -238,6 +238,8 @@ def register(cfg: Config, wd: Workdir, airflow_run_id: str | None = None, commit
     v = registry.register_onnx(run_id, wd.onnx, cfg.registry.mlflow_model, tags)
     with tracking.resume_run(run_id):
         mlflow.set_tag("sail.model_version", str(v))
+        if (wd.root / "dvc.lock").exists():  # the data and model hashes DVC pinned for this version
+            mlflow.log_artifact(str(wd.root / "dvc.lock"), artifact_path="record")
     console.print(f"[green]register[/]: {cfg.registry.mlflow_model} v{v} (alias {registry.CHALLENGER})")
     return {"version": v, "run_id": run_id, **tags}
 

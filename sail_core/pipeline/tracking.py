@@ -2,6 +2,11 @@
 
 One pipeline run is one MLflow run. The train step starts it; later steps find
 it through ``models/mlflow_run.json`` and log into it.
+
+The run's record: the resolved configuration (``record/config.resolved.yaml``),
+the git sha and whether the tree had uncommitted changes (tags ``sail.git_sha``,
+``sail.git_dirty``; a dirty tree also prints a warning), and, from the register
+step, the ``dvc.lock`` that pins its data and model hashes (``record/dvc.lock``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sail_core.config import REPO_ROOT, Config
+from sail_core.config import REPO_ROOT, Config, dump_config
 from sail_core.paths import Workdir, home
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -53,6 +58,16 @@ def git_sha(root: Path = REPO_ROOT) -> str:
         return "unknown"
 
 
+def git_dirty(root: Path = REPO_ROOT) -> bool | None:
+    """True when tracked files have uncommitted changes; None when ``root`` is not a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return bool(out.stdout.strip())
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten nested config into dotted keys for ``log_params``."""
     if isinstance(tree, dict):
@@ -78,10 +93,19 @@ def start_pipeline_run(cfg: Config, wd: Workdir, tags: dict[str, str]) -> str:
 
     exp_id = ensure_experiment(cfg.registry.experiment)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.profile}-{tags.get('sail.airflow_run_id', 'cli')}") as run:
-        mlflow.set_tags({"sail.profile": cfg.profile, "sail.git_sha": git_sha(), **tags})
+        dirty = git_dirty()
+        mlflow.set_tags({"sail.profile": cfg.profile, "sail.git_sha": git_sha(),
+                         "sail.git_dirty": "unknown" if dirty is None else str(dirty).lower(), **tags})
         params = flatten(cfg.model_dump(mode="json"))
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_text(dump_config(cfg, resolved=True), "record/config.resolved.yaml")
         run_id = run.info.run_id
+    if dirty:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]warning[/]: the code in {REPO_ROOT} has uncommitted changes; MLflow run "
+                                   f"{run_id} is tagged sail.git_dirty=true and git sha {git_sha()} does not "
+                                   "describe it. Commit first for a run that can be reproduced from its record.")
     path = run_file(wd)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"run_id": run_id, "tags": tags}, indent=2))
