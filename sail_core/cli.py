@@ -128,7 +128,7 @@ def config_resolve(
     cfg, root = _run(_cfg), _wd().root
     if check:
         path = root / dvc_params.RESOLVED_PARAMS
-        if not path.exists() or path.read_text() != dvc_params.resolved_params(cfg):
+        if not dvc_params.is_current(cfg, root):
             err.print(f"[red]{path} is not the resolved configuration of profile {cfg.profile!r}[/]; "
                       f"run `sail --profile {cfg.profile} config resolve`")
             raise typer.Exit(1)

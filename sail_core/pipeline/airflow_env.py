@@ -70,14 +70,13 @@ def dags_test(conf: dict) -> int:
 
 
 def _admin_password() -> str:
-    for name in ("simple_auth_manager_passwords.json.generated",):
-        path = home().airflow / name
-        if path.exists():
-            try:
-                return json.dumps(json.loads(path.read_text()))
-            except ValueError:
-                return path.read_text().strip()
-    return f"(see {home().airflow}/simple_auth_manager_passwords.json.generated once Airflow is up)"
+    path = home().airflow / "simple_auth_manager_passwords.json.generated"
+    if not path.exists():
+        return f"(see {path} once Airflow is up)"
+    try:
+        return json.dumps(json.loads(path.read_text()))
+    except ValueError:
+        return path.read_text().strip()
 
 
 def _airflow_healthy(body: bytes) -> str | None:

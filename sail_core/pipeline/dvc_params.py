@@ -54,12 +54,18 @@ def resolved_params(cfg: Config) -> str:
             + "# Read by dvc.yaml only (not configuration keys): the training-stage chain.\n" + section)
 
 
+def is_current(cfg: Config, root: str | os.PathLike) -> bool:
+    """True when ``root/params.resolved.yaml`` is exactly what ``cfg`` resolves to."""
+    path = Path(root) / RESOLVED_PARAMS
+    return path.exists() and path.read_text() == resolved_params(cfg)
+
+
 def write_resolved(cfg: Config, root: str | os.PathLike) -> Path:
     """Write ``root/params.resolved.yaml`` for ``cfg`` (atomically; untouched when already up to date)."""
     path = Path(root) / RESOLVED_PARAMS
-    text = resolved_params(cfg)
-    if path.exists() and path.read_text() == text:
+    if is_current(cfg, root):
         return path
+    text = resolved_params(cfg)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
