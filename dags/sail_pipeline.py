@@ -1,18 +1,21 @@
 """SAIL-Embedding pipeline: check -> ingest -> validate -> version -> train -> evaluate -> gate -> export -> register -> promote.
 
-Data moves between tasks as files in the work folders (data/, models/,
-reports/), as it does between DVC stages; each task's return value is kept
-as XCom for the UI. Every task is a thin call into ``sail_core.pipeline`` (the
-same function that ``sail <step>`` and the DVC stage run).
+Every run has its own workspace, keyed by the Airflow run id, and its state lives in
+stores that every worker reaches: the folders a task writes go to the object store (a
+DVC remote) and their hashes onto the run's MLflow run; the next task, on any worker,
+pulls them by hash. ``check`` starts the run's MLflow run (its record) first. Every
+task is a thin call into ``sail_core.pipeline`` (the same function that ``sail <step>``
+and the DVC stage run), and records its state and wall time in MLflow.
 
 The DAG's shape is fixed when Airflow parses it, the profile is chosen per run:
 ``train`` holds one task per training stage named in any profile of the
 configuration (``$SAIL_PARAMS``, else ``params.yaml``), chained in order, and a
 run skips the stages its profile does not list. ``check`` loads the run's
 configuration first and refuses a profile that cannot run the selected steps,
-before anything is built or trained. Trigger it from the UI: the form offers
-the profile, the steps to run, the gate thresholds and whether to promote to
-Triton.
+before anything is built or trained. A run that leaves steps out reuses their
+outputs from ``base_run`` (default: the latest run that has them). Trigger it from
+the UI: the form offers the profile, the steps to run, the gate thresholds, whether
+to promote to Triton, the base run, and a recorded run to reproduce.
 """
 
 from __future__ import annotations
@@ -34,21 +37,42 @@ STAGES = stage_names()
 
 
 def _config():
-    """This run's typed configuration: its profile, with the form's gate thresholds (if any) as overrides."""
+    """This run's typed configuration: the recorded one of the run it reproduces, else its profile with the
+    form's gate thresholds (if any) as overrides."""
     from sail_core.pipeline.gating import gate_overrides
 
     params = get_current_context()["params"]
+    if params.get("reproduce"):
+        from sail_core.pipeline import tracking
+
+        original = tracking.find_run(params["reproduce"])
+        if original is None:
+            raise ValueError(f"reproduce: no pipeline run {params['reproduce']!r} in MLflow; `sail runs list` shows them")
+        return tracking.recorded_config(original)
     return load_config(profile=params["profile"], overrides=gate_overrides(params.get("gate_thresholds")))
 
 
-def _setup(step: str):
-    """The typed config and work folders for this run; skip the step if the user left it out."""
-    from sail_core.paths import workdir
+def _run_id(ctx) -> str:
+    """The run's id: the one `sail run` generated (conf key ``sail_run_id``), else the Airflow run id."""
+    return (ctx["dag_run"].conf or {}).get("sail_run_id") or ctx["run_id"]
+
+
+def _steps(params) -> list[str]:
+    """The steps this run runs: those selected, less promote when promotion is off."""
+    return [s for s in params["steps"] if s != "promote" or params["promote"]]
+
+
+def _in_workspace(step: str, task_id: str, call):
+    """Run ``call(cfg, ws, ctx)`` in this run's workspace, recorded in MLflow as task ``task_id``;
+    skip the step if the user left it out."""
+    from sail_core.pipeline import tracking, workspace
 
     ctx = get_current_context()
-    if step not in ctx["params"]["steps"]:
-        raise AirflowSkipException(f"step {step!r} not selected in this run's 'steps' parameter")
-    return _config(), workdir(), ctx
+    if step not in _steps(ctx["params"]):
+        raise AirflowSkipException(f"step {step!r} not selected in this run's 'steps' parameter (or promote is off)")
+    cfg = _config()
+    with workspace.for_run(cfg, _run_id(ctx)) as ws, tracking.task(ws.mlflow_run_id, task_id):
+        return call(cfg, ws, ctx)
 
 
 @dag(
@@ -72,42 +96,57 @@ def _setup(step: str):
                                              "profile's gate.metrics. Empty: the profile's own "
                                              "(`sail config show --profile P` prints them)"),
         "promote": Param(True, type="boolean", description="promote to Triton and alias 'champion' when the gate passes"),
+        "base_run": Param("", type="string",
+                          description="run id whose outputs the steps left out are taken from; empty: the latest "
+                                      "run that has them (`sail runs list` shows run ids)"),
+        "reproduce": Param("", type="string",
+                           description="run id of a recorded run to re-run from its record (its resolved "
+                                       "configuration replaces profile and gate thresholds); empty: none"),
     },
 )
 def sail_pipeline():
     @task
     def check() -> dict:
-        """Load this run's configuration and refuse a profile that cannot run the selected steps."""
-        from sail_core.config import check_steps
+        """Start the run: check its configuration and steps, create its MLflow run, pick the base run."""
+        import time
 
+        from sail_core import pipeline
+        from sail_core.pipeline import tracking, workspace
+
+        t0 = time.perf_counter()
+        ctx = get_current_context()
+        params = ctx["params"]
         cfg = _config()
-        steps = get_current_context()["params"]["steps"]
-        check_steps(cfg, steps)
-        return {"profile": cfg.profile, "steps": list(steps), "stages": [s.name for s in cfg.train.stages]}
+        tags = {"sail.trigger": "airflow", "sail.airflow_run_id": ctx["run_id"]}
+        if params.get("reproduce"):
+            tags["sail.reproduces"] = params["reproduce"]
+        with workspace.for_run(cfg, _run_id(ctx)) as ws:
+            result = pipeline.check(cfg, ws, _steps(params), tags,
+                                    base_run=params.get("base_run") or params.get("reproduce") or None)
+            tracking.set_tags(ws.mlflow_run_id, {"sail.task.check": "done"})
+            tracking.log_metrics(ws.mlflow_run_id, {"time.check_s": time.perf_counter() - t0})
+        return result
 
     @task
     def ingest() -> dict:
         """Build the raw tables (demo catalogue or your own files)."""
         from sail_core import pipeline
 
-        cfg, wd, _ = _setup("ingest")
-        return pipeline.ingest(cfg, wd)
+        return _in_workspace("ingest", "ingest", lambda cfg, ws, ctx: pipeline.ingest(cfg, ws))
 
     @task
     def validate() -> dict:
         """Great Expectations contracts; rejected rows go to quarantine; a breach stops the run."""
         from sail_core import pipeline
 
-        cfg, wd, _ = _setup("validate")
-        return pipeline.validate(cfg, wd)
+        return _in_workspace("validate", "validate", lambda cfg, ws, ctx: pipeline.validate(cfg, ws))
 
     @task
     def version() -> dict:
-        """DVC: commit the data stages and push them to the remote."""
+        """Record the data's DVC hashes in the run (the files are in the DVC remote already)."""
         from sail_core import pipeline
 
-        cfg, wd, _ = _setup("version")
-        return pipeline.version(cfg, wd)
+        return _in_workspace("version", "version", lambda cfg, ws, ctx: pipeline.version(cfg, ws))
 
     def train_task(name: str):
         @task(task_id=name)
@@ -115,11 +154,12 @@ def sail_pipeline():
             """One training stage, from the previous stage's model; retries resume from the last checkpoint."""
             from sail_core import pipeline
 
-            cfg, wd, ctx = _setup("train")
-            if name not in [s.name for s in cfg.train.stages]:
-                raise AirflowSkipException(f"profile {cfg.profile!r} does not list training stage {name!r}")
-            return pipeline.train_stage(cfg, wd, name, resume=ctx["ti"].try_number > 1,
-                                        airflow_run_id=ctx["run_id"])
+            def call(cfg, ws, ctx):
+                if name not in [s.name for s in cfg.train.stages]:
+                    raise AirflowSkipException(f"profile {cfg.profile!r} does not list training stage {name!r}")
+                return pipeline.train_stage(cfg, ws, name, resume=ctx["ti"].try_number > 1)
+
+            return _in_workspace("train", f"train.{name}", call)
 
         return train_stage()
 
@@ -128,42 +168,36 @@ def sail_pipeline():
         """Recall@K for the candidate and the untrained baseline; report and plot in MLflow."""
         from sail_core import pipeline
 
-        cfg, wd, _ = _setup("evaluate")
-        return pipeline.evaluate(cfg, wd)
+        return _in_workspace("evaluate", "evaluate", lambda cfg, ws, ctx: pipeline.evaluate(cfg, ws))
 
     @task
     def gate() -> dict:
         """Fail (and stop promotion) when the candidate misses a threshold."""
         from sail_core import pipeline
 
-        cfg, wd, _ = _setup("gate")
-        return pipeline.gate(cfg, wd)
+        return _in_workspace("gate", "gate", lambda cfg, ws, ctx: pipeline.gate(cfg, ws))
 
     @task
     def export() -> dict:
         """ONNX export with a parity check against PyTorch."""
         from sail_core import pipeline
 
-        cfg, wd, _ = _setup("export")
-        return pipeline.export(cfg, wd)
+        return _in_workspace("export", "export", lambda cfg, ws, ctx: pipeline.export(cfg, ws))
 
     @task
     def register() -> dict:
-        """DVC-commit the model outputs; register an MLflow model version aliased 'challenger'."""
+        """Register an MLflow model version aliased 'challenger', with the run's outputs as its record."""
         from sail_core import pipeline
 
-        cfg, wd, ctx = _setup("register")
-        return pipeline.register(cfg, wd, airflow_run_id=ctx["run_id"])
+        return _in_workspace("register", "register",
+                             lambda cfg, ws, ctx: pipeline.register(cfg, ws, airflow_run_id=ctx["run_id"]))
 
     @task
     def promote() -> dict:
         """Serve the challenger on Triton (parity + smoke checked), then alias it 'champion'."""
         from sail_core import pipeline
 
-        cfg, wd, ctx = _setup("promote")
-        if not ctx["params"]["promote"]:
-            raise AirflowSkipException("promotion turned off for this run")
-        return pipeline.promote(cfg, wd)
+        return _in_workspace("promote", "promote", lambda cfg, ws, ctx: pipeline.promote(cfg, ws=ws))
 
     with TaskGroup("train", tooltip="one task per training stage named in any profile, in order") as train:
         chain(*[train_task(name) for name in STAGES])

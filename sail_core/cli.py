@@ -15,9 +15,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="SAIL-Embeddi
 data_app = typer.Typer(no_args_is_help=True, help="Build or import the tables the pipeline trains on.")
 serve_app = typer.Typer(no_args_is_help=True, help="Run the local Triton server (127.0.0.1).")
 config_app = typer.Typer(no_args_is_help=True, help="Show the resolved configuration.")
+runs_app = typer.Typer(no_args_is_help=True, help="Pipeline runs as MLflow records them.")
 app.add_typer(data_app, name="data")
 app.add_typer(serve_app, name="serve")
 app.add_typer(config_app, name="config")
+app.add_typer(runs_app, name="runs")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -66,6 +68,13 @@ def _wd():
     from sail_core.paths import workdir
 
     return workdir(State.workdir)
+
+
+def _ws(wd=None):
+    """The project workspace: the DVC project's data/, models/, reports/ (what `dvc repro` runs in)."""
+    from sail_core.pipeline.workspace import project
+
+    return project(wd or _wd())
 
 
 def _describe(fn, args: tuple, kwargs: dict) -> str:
@@ -169,7 +178,7 @@ def ingest():
     """Write the raw tables to data/raw (demo catalogue or your files, per params.yaml data.source)."""
     from sail_core import pipeline
 
-    _print(_run(pipeline.ingest, _run(_cfg), _wd()))
+    _print(_run(pipeline.ingest, _run(_cfg), _ws()))
 
 
 @app.command()
@@ -184,7 +193,7 @@ def validate(
         # A stand-alone folder: write its outputs beside it, not into the pipeline's data/.
         base = data.resolve()
         wd = _SideWorkdir(base)
-    _print(_run(pipeline.validate, cfg, wd, data))
+    _print(_run(pipeline.validate, cfg, _ws(wd), data))
 
 
 class _SideWorkdir:
@@ -202,7 +211,7 @@ def version():
     """Commit data/raw and data/validated to DVC and push them to the remote."""
     from sail_core import pipeline
 
-    _print(_run(pipeline.version, _run(_cfg), _wd()))
+    _print(_run(pipeline.version, _run(_cfg), _ws()))
 
 
 @app.command()
@@ -214,9 +223,9 @@ def train(
     from sail_core import pipeline
 
     if stage is None:
-        _print(_run(pipeline.train, _run(_cfg), _wd(), resume=resume))
+        _print(_run(pipeline.train, _run(_cfg), _ws(), resume=resume))
     else:
-        _print(_run(pipeline.train_stage, _run(_cfg), _wd(), stage, resume=resume))
+        _print(_run(pipeline.train_stage, _run(_cfg), _ws(), stage, resume=resume))
 
 
 @app.command()
@@ -224,7 +233,7 @@ def evaluate():
     """Recall@K for the trained model and the untrained baseline; report and plot."""
     from sail_core import pipeline
 
-    _print(_run(pipeline.evaluate, _run(_cfg), _wd()))
+    _print(_run(pipeline.evaluate, _run(_cfg), _ws()))
 
 
 @app.command()
@@ -236,7 +245,7 @@ def gate():
     """
     from sail_core import pipeline
 
-    _print(_run(pipeline.gate, _run(_cfg), _wd()))
+    _print(_run(pipeline.gate, _run(_cfg), _ws()))
 
 
 @app.command()
@@ -244,7 +253,7 @@ def export():
     """Export the trained model to ONNX, with a parity check against PyTorch."""
     from sail_core import pipeline
 
-    _print(_run(pipeline.export, _run(_cfg), _wd()))
+    _print(_run(pipeline.export, _run(_cfg), _ws()))
 
 
 @app.command()
@@ -252,7 +261,7 @@ def register():
     """Version the model outputs (DVC) and register an MLflow model version aliased `challenger`."""
     from sail_core import pipeline
 
-    _print(_run(pipeline.register, _run(_cfg), _wd()))
+    _print(_run(pipeline.register, _run(_cfg), _ws()))
 
 
 @app.command()
@@ -267,7 +276,7 @@ def promote(
     if rollback:
         _print(_run(pipeline.rollback, cfg))
     else:
-        _print(_run(pipeline.promote, cfg, _wd(), model_version))
+        _print(_run(pipeline.promote, cfg, model_version))
 
 
 # ---------------------------------------------------------------- serving
@@ -334,15 +343,123 @@ def _run_conf(conf: str) -> dict:
     return parsed
 
 
+def _dag_run(conf: dict, kind: str = "cli") -> tuple[int, str]:
+    """Run the DAG once through Airflow under a fresh run id; returns (exit code, run id)."""
+    from sail_core.pipeline import airflow_env
+    from sail_core.pipeline.workspace import new_run_id
+
+    run_id = new_run_id(kind)
+    if State.dry_run:
+        out.print(f"dry run: would run DAG {airflow_env.DAG_ID} as run {run_id} with conf {json.dumps(conf)}")
+        raise typer.Exit(0)
+    err.print(f"run [bold]{run_id}[/]")
+    return _run(airflow_env.dags_test, {**conf, "sail_run_id": run_id}), run_id
+
+
+def _after_run(code: int, run_id: str) -> None:
+    from sail_core.pipeline import runs
+
+    try:
+        run = runs.get(_run(_cfg), run_id)
+    except Exception:  # noqa: BLE001 - the run may have failed before it was recorded
+        run = None
+    if run is not None:
+        err.print(f"run {run_id}: {run.status}; MLflow run {run.mlflow_run_id}; workspace {run.workspace}")
+    if code != 0:
+        err.print(f"[red]the DAG run failed[/] (exit {code}); the task logs above say where. Earlier outputs are "
+                  f"kept; `sail runs show {run_id}` shows which task failed.")
+        raise typer.Exit(code)
+
+
 @app.command()
 def run(
-    conf: str = typer.Option("{}", "--conf", help="JSON run conf for the DAG (profile, steps, gate_thresholds, promote)"),
+    conf: str = typer.Option("{}", "--conf", help="JSON run conf for the DAG (profile, steps, gate_thresholds, promote, base_run)"),
 ):
-    """Run the whole pipeline DAG through Airflow (`airflow dags test`, SQLite)."""
-    from sail_core.pipeline import airflow_env
+    """Run the whole pipeline DAG through Airflow (`airflow dags test`, SQLite), in a workspace of its own."""
+    code, run_id = _dag_run(_run_conf(conf))
+    _after_run(code, run_id)
 
-    code = _run(airflow_env.dags_test, _run_conf(conf))
-    raise typer.Exit(code)
+
+@app.command()
+def reproduce(
+    run_id: str = typer.Argument(..., help="the run to reproduce: its run id or MLflow run id (`sail runs list`)"),
+    tolerance: float = typer.Option(1e-6, "--tolerance", help="largest allowed difference of any evaluation metric"),
+):
+    """Re-run a recorded run from its record (resolved configuration, the steps it ran, the outputs it reused)
+    into a new workspace, without promoting; then compare its data hash and metrics with the original's."""
+    from sail_core.pipeline import reproduce as repro
+    from sail_core.pipeline import runs
+
+    cfg = _run(_cfg)
+    original = _run(runs.get, cfg, run_id)
+    code, new_id = _dag_run(repro.conf_for(original), "reproduce")
+    _after_run(code, new_id)
+    report = _run(repro.compare, original, _run(runs.get, cfg, new_id), tolerance)
+    out.print(report.table())
+    if not report.same:
+        err.print(f"[red]not reproduced[/]: {report.why()}")
+        raise typer.Exit(1)
+    out.print(f"[green]reproduced[/]: run {new_id} matches {original.run_id} "
+              f"({len(report.metrics)} metrics within {tolerance:g}; data hash {report.data_hash_new})")
+
+
+@runs_app.command("list")
+def runs_list(limit: int = typer.Option(20, "--limit", help="newest N runs")):
+    """The pipeline runs, newest first: id, start, profile, status, tasks done, model version, workspace."""
+    from rich.table import Table
+
+    from sail_core.pipeline import runs
+
+    table = Table("run id", "started (UTC)", "profile", "status", "tasks", "model", "workspace")
+    for r in _run(runs.list_runs, _run(_cfg))[:limit]:
+        done = sum(r.task_state(t) == "done" for t in r.tasks)
+        table.add_row(r.run_id, r.started.strftime("%Y-%m-%d %H:%M:%S"), r.tags.get("sail.profile", ""),
+                      r.status + (f" ({r.tags['sail.failed_task']})" if r.status == "failed" else ""),
+                      f"{done}/{len(r.tasks)}", r.tags.get("sail.model_version", ""), r.workspace)
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str = typer.Argument(..., help="run id or MLflow run id")):
+    """One run's record: tags, output hashes, and each task's state and wall time."""
+    from rich.table import Table
+
+    from sail_core.pipeline import runs
+
+    r = _run(runs.get, _run(_cfg), run_id)
+    out.print(f"run {r.run_id}  (MLflow {r.mlflow_run_id})  status {r.status}  profile {r.tags.get('sail.profile')}\n"
+              f"workspace {r.workspace}\ngit {r.tags.get('sail.git_sha')} (dirty: {r.tags.get('sail.git_dirty')})  "
+              f"data {r.tags.get('sail.data_hash', '-')}  model version {r.tags.get('sail.model_version', '-')}")
+    times = Table("task", "state", "wall time (s)")
+    seconds = r.task_seconds
+    for t in r.tasks:
+        times.add_row(t, r.task_state(t), f"{seconds[t]:.1f}" if t in seconds else "")
+    times.add_row("sum", "", f"{sum(seconds.values()):.1f}")
+    out.print(times)
+    outs = Table("output", "DVC hash")
+    for path, md5 in sorted(r.outputs.items()):
+        outs.add_row(path, md5)
+    out.print(outs)
+
+
+@app.command()
+def gc(
+    apply: bool = typer.Option(False, "--apply", help="remove what the plan lists (default: only show it, a dry run)"),
+    keep: Optional[int] = typer.Option(None, "--keep", help="keep the last N runs (default: store.keep_runs)"),
+):
+    """Free workspaces, checkpoints, stored objects and Triton versions that no kept run needs.
+
+    Kept: the last N runs, every run a registered model version came from, runs still running; and the
+    Triton versions of the champion, the previous champion, the one serving and the rollback target."""
+    from sail_core.pipeline import retention
+
+    cfg = _run(_cfg)
+    plan = _run(retention.plan, cfg, _wd().root, keep)
+    _print(plan.summary())
+    if not apply:
+        out.print("dry run: nothing removed; `sail gc --apply` removes the above")
+        return
+    _print(_run(retention.apply, cfg, plan))
 
 
 @app.command()
@@ -351,14 +468,11 @@ def demo(
     query: str = typer.Option("a romantic comedy set in paris", "--query", help="text to embed through Triton at the end"),
 ):
     """The main job: run the whole DAG through Airflow on the embedded default, then query Triton."""
-    from sail_core.pipeline import airflow_env
     from sail_core.paths import home
     from serving import client
 
-    code = _run(airflow_env.dags_test, _run_conf(json.dumps({"profile": profile})))
-    if code != 0:
-        err.print(f"[red]the DAG run failed[/] (exit {code}); the task logs above say where. Earlier outputs are kept.")
-        raise typer.Exit(code)
+    code, run_id = _dag_run(_run_conf(json.dumps({"profile": profile})))
+    _after_run(code, run_id)
     cfg = _run(_cfg)
     vec = _run(client.embed, [query], None, cfg.serve, "http")[0]
     h = home()
@@ -366,7 +480,8 @@ def demo(
     out.print(
         f"Triton:  http://{cfg.serve.host}:{cfg.serve.http_port} (left running; `.venv/bin/sail serve down` stops it)\n"
         f"MLflow:  store {h.mlflow_db}; browse with `.venv/bin/sail ui` (Airflow + MLflow on 127.0.0.1)\n"
-        f"Report:  reports/eval/eval_report.md   DVC: `.venv/bin/dvc status`"
+        f"Run:     `.venv/bin/sail runs show {run_id}` (record, per-task wall times); its eval report is the "
+        "MLflow artifact eval/eval_report.md"
     )
 
 

@@ -7,7 +7,6 @@ import subprocess
 import yaml
 
 from sail_core.config import load_config
-from sail_core.paths import workdir
 from sail_core.pipeline import tracking
 
 
@@ -34,11 +33,15 @@ def test_pipeline_run_records_its_resolved_configuration(tmp_path):
     from mlflow import MlflowClient
 
     cfg = load_config(profile="tiny", overrides={"train.seed": 7})
-    run_id = tracking.start_pipeline_run(cfg, workdir(tmp_path), {"sail.airflow_run_id": "manual__record"})
+    run_id = tracking.start_pipeline_run(cfg, "manual__record", {"sail.airflow_run_id": "manual__record"})
     run = MlflowClient().get_run(run_id)
+    assert run.data.tags["sail.run_id"] == "manual__record"
     assert run.data.tags["sail.git_sha"] == tracking.git_sha()
     assert run.data.tags["sail.git_dirty"] in {"true", "false"}
     text = MlflowClient().download_artifacts(run_id, "record/config.resolved.yaml", str(tmp_path))
     recorded = yaml.safe_load(open(text).read())
     assert recorded == cfg.model_dump(mode="json") and recorded["train"]["seed"] == 7
-    assert tracking.current_run_id(workdir(tmp_path)) == run_id
+    # later tasks find the run by its id, and `sail reproduce` loads the recorded configuration back
+    assert tracking.find_run("manual__record") == run_id and tracking.find_run(run_id) == run_id
+    assert tracking.find_run("manual__other") is None
+    assert tracking.recorded_config(run_id) == cfg

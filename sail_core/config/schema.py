@@ -312,6 +312,25 @@ class RegistryConfig(_Strict):
     experiment: str = "sail-embedding"
 
 
+class StoreConfig(_Strict):
+    """Where a pipeline run keeps its state, so that a task on any worker finds it.
+
+    ``workspaces`` and ``objects`` are URLs that fsspec understands (a local folder, ``file:///...``,
+    ``s3://bucket/prefix`` with s3fs installed, ...); every worker must reach them. ``local_cache`` is
+    this machine's copy of what a task pulled or pushed."""
+
+    workspaces: str | None = Field(None, description=(
+        "run workspaces, one folder per run id (the run's pointer file and training checkpoints); "
+        "null = $SAIL_HOME/runs"))
+    objects: str | None = Field(None, description=(
+        "the DVC remote that holds data and model files, content-addressed in DVC's layout; "
+        "null = $SAIL_HOME/dvc-remote"))
+    local_cache: str | None = Field(None, description=(
+        "this machine's cache of runs and objects; null = $SAIL_HOME/cache; 'per-task' = a fresh temporary "
+        "folder for every task, removed after it (as a Celery or Kubernetes worker with an empty disk sees it)"))
+    keep_runs: int = Field(5, ge=0, description="`sail gc` keeps the workspaces and files of the last N runs")
+
+
 class Config(_Strict):
     """The configuration of one profile: ``base`` merged with the profile and the overrides, checked."""
 
@@ -325,6 +344,7 @@ class Config(_Strict):
     gate: GateConfig = GateConfig()
     serve: ServeConfig = ServeConfig()
     registry: RegistryConfig = RegistryConfig()
+    store: StoreConfig = StoreConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":

@@ -2,6 +2,7 @@
 
 from sail_core.pipeline.steps import (  # noqa: F401
     STEPS,
+    check,
     evaluate,
     export,
     gate,

@@ -53,10 +53,13 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def db_migrate() -> None:
-    """Create or upgrade Airflow's SQLite database (idempotent)."""
+    """Create or upgrade Airflow's SQLite database (idempotent; overlapping callers take turns)."""
+    from sail_core.pipeline.atomic import file_lock
+
     h = home()
     h.airflow.mkdir(parents=True, exist_ok=True)
-    subprocess.run([_bin("airflow"), "db", "migrate"], env=env(), check=True, capture_output=True, text=True)
+    with file_lock(h.airflow / ".migrate.lock"):
+        subprocess.run([_bin("airflow"), "db", "migrate"], env=env(), check=True, capture_output=True, text=True)
 
 
 def dags_test(conf: dict) -> int:

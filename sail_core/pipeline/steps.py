@@ -1,10 +1,13 @@
 """The pipeline's steps. Each is one function, called alike by ``sail <step>``,
 by the DVC stage of the same name and by the Airflow task of the same name.
 
-Every step takes the typed config and the work folders and returns a small
-JSON-able dict (Airflow passes it on as XCom). Steps that write data write it
-into a temporary folder first, so that a failure leaves the earlier output
-intact.
+Every step takes the typed config and a :class:`~sail_core.pipeline.workspace.Workspace` and
+returns a small JSON-able dict (Airflow keeps it as XCom). A step pulls the folders it reads
+(``ws.pull``) and pushes those it writes (``ws.push``): in a run workspace that moves them
+through the object store, so that a task on any worker finds its inputs; in the project
+workspace (``sail <step>``, ``dvc repro``) both are no-ops and DVC versions the folders.
+Steps that write data write it into a temporary folder first, so that a failure leaves the
+earlier output intact.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sail_core.config import Config
-from sail_core.paths import Workdir, home
+from sail_core.config import Config, ConfigError
+from sail_core.paths import home
+from sail_core.pipeline.workspace import OUT_TAG, Workspace
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -25,15 +29,80 @@ STEPS = ["ingest", "validate", "version", "train", "evaluate", "gate", "export",
 DATA_STAGES = ["ingest", "validate"]
 
 
-def _final_model_dir(cfg: Config, wd: Workdir) -> Path:
-    return wd.stage(cfg.train.stages[-1].name) / "model"
+def outputs(cfg: Config) -> dict[str, list[str]]:
+    """The folders each step writes, relative to the workspace (the DVC outs of dvc.yaml)."""
+    return {"ingest": ["data/raw"], "validate": ["data/validated", "data/quarantine"],
+            "train": [f"models/{s.name}" for s in cfg.train.stages], "evaluate": ["reports/eval"],
+            "export": ["models/onnx"]}
+
+
+def inputs(cfg: Config) -> dict[str, list[str]]:
+    """The folders each step reads (a training stage also reads the stage before it)."""
+    final = _final_model(cfg)
+    return {"validate": ["data/raw"], "version": ["data/validated"], "train": ["data/validated"],
+            "evaluate": ["data/validated", final], "export": [final], "register": ["models/onnx"]}
+
+
+def task_names(cfg: Config, steps: list[str]) -> list[str]:
+    """The Airflow tasks that run for ``steps``: ``check``, then each step; train as one task per stage."""
+    names = ["check"]
+    for step in STEPS:
+        if step in steps:
+            names += [f"train.{s.name}" for s in cfg.train.stages] if step == "train" else [step]
+    return names
+
+
+def _final_model(cfg: Config) -> str:
+    return f"models/{cfg.train.stages[-1].name}"
+
+
+def _final_model_dir(cfg: Config, ws: Workspace) -> Path:
+    return ws.wd.root / _final_model(cfg) / "model"
+
+
+# -------------------------------------------------------------------- check
+def check(cfg: Config, ws: Workspace, steps: list[str], tags: dict[str, str] | None = None,
+          base_run: str | None = None) -> dict:
+    """Start the run: refuse steps the profile cannot run, create its MLflow run (its record), and take the
+    outputs of the steps it skips from ``base_run`` (default: the latest run that has them).
+
+    Idempotent: a retried check finds the MLflow run it created."""
+    from sail_core.config import check_steps
+    from sail_core.pipeline import runs, tracking
+
+    check_steps(cfg, steps)
+    if "gate" in steps and "evaluate" not in steps:
+        raise ConfigError("steps: 'gate' compares this run's evaluation with the champion's, so it needs 'evaluate' "
+                          "in the same run; add 'evaluate' to steps")
+    produced = {p for step in steps for p in outputs(cfg).get(step, [])}
+    needed = sorted({p for step in steps for p in inputs(cfg).get(step, [])} - produced)
+    if "train" in steps:
+        needed = [p for p in needed if not p.startswith("models/")]
+    base = runs.base_run(cfg, needed, base_run, exclude=ws.run_id) if needed else None
+    if not ws.has_run():
+        mlflow_id = tracking.start_pipeline_run(cfg, ws.run_id, {
+            "sail.steps": ",".join(steps), "sail.tasks": ",".join(task_names(cfg, steps)),
+            "sail.workspace": ws.url, **(tags or {})})
+        ws.remember_run(ws.run_id, mlflow_id)
+    inherited = {}
+    if base is not None:
+        base_tags = tracking.run_tags(base)
+        inherited = {p: base_tags[OUT_TAG + p] for p in needed}
+        tracking.set_tags(ws.mlflow_run_id, {**{OUT_TAG + p: h for p, h in inherited.items()},
+                                            "sail.base_run": base_tags.get("sail.run_id", base)})
+    ws.write_note({"run_id": ws.run_id, "mlflow_run_id": ws.mlflow_run_id, "profile": cfg.profile, "steps": steps})
+    console.print(f"[green]check[/]: run {ws.run_id} (MLflow {ws.mlflow_run_id}), workspace {ws.url}"
+                  + (f"; reuses {', '.join(inherited)} from run {base}" if inherited else ""))
+    return {"run_id": ws.run_id, "mlflow_run_id": ws.mlflow_run_id, "profile": cfg.profile, "steps": list(steps),
+            "stages": [s.name for s in cfg.train.stages], "inherited": inherited}
 
 
 # --------------------------------------------------------------------- data
-def ingest(cfg: Config, wd: Workdir) -> dict:
+def ingest(cfg: Config, ws: Workspace) -> dict:
     """Build the raw tables: the MovieLens demo catalogue, or the user's own files."""
     from sail_core.pipeline.atomic import replace_dir
 
+    wd = ws.wd
     with replace_dir(wd.raw) as tmp:
         if cfg.data.source == "demo":
             from sail_core.data.demo import build_demo
@@ -44,22 +113,27 @@ def ingest(cfg: Config, wd: Workdir) -> dict:
 
             pairs = Path(cfg.data.pairs_dir) if cfg.data.pairs_dir else None
             summary = import_tables(Path(cfg.data.items_file), Path(cfg.data.interactions_file), pairs, tmp, cfg.data)
+    hashes = ws.push("data/raw")
     console.print(f"[green]ingest[/]: wrote {wd.raw}: {summary}")
-    return {"raw": str(wd.raw), **_jsonable(summary)}
+    return {"raw": str(wd.raw), **hashes, **_jsonable(summary)}
 
 
-def validate(cfg: Config, wd: Workdir, src: Path | None = None) -> dict:
+def validate(cfg: Config, ws: Workspace, src: Path | None = None) -> dict:
     """Apply the GX data contracts; clean rows to data/validated, rejected rows to data/quarantine.
 
-    On a contract breach the quarantine and report are still written, the
-    previous validated data is left as it was, and ContractBreach is raised.
+    On a contract breach the quarantine and report are still written (and pushed), the previous
+    validated data is left as it was, and ContractBreach is raised.
     """
     from data_contracts.validate import ContractBreach, validate_dir
 
+    wd = ws.wd
+    if src is None:
+        ws.pull("data/raw")
     src = Path(src or wd.raw)
     if not src.exists():
         raise FileNotFoundError(f"no data to validate at {src}; run `sail ingest` (or `sail data demo --out {src}`) first")
-    tmp_root = Path(tempfile.mkdtemp(prefix=".validate-", dir=wd.root / "data" if (wd.root / "data").exists() else None))
+    wd.root.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".validate-", dir=wd.root))
     tmp_out, tmp_q = tmp_root / "validated", tmp_root / "quarantine"
     try:
         try:
@@ -67,66 +141,100 @@ def validate(cfg: Config, wd: Workdir, src: Path | None = None) -> dict:
                                   workers=cfg.data.media_workers)
         except ContractBreach:
             _swap(tmp_q, wd.quarantine)
+            ws.push("data/quarantine")
             raise
         _swap(tmp_q, wd.quarantine)
         _swap(tmp_out, wd.validated)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+    hashes = ws.push("data/validated", "data/quarantine")
     console.print(f"[green]validate[/]: contracts hold; clean data in {wd.validated}, quarantine in {wd.quarantine}")
-    return {"validated": str(wd.validated), **_jsonable(_as_dict(result))}
+    return {"validated": str(wd.validated), **hashes, **_jsonable(_as_dict(result))}
 
 
-def version(cfg: Config, wd: Workdir, stages: list[str] | None = None) -> dict:
-    """Record the data stages in dvc.lock, cache and push them; return the data hash.
+def version(cfg: Config, ws: Workspace, stages: list[str] | None = None) -> dict:
+    """Version the data. Project workspace: record the data stages in dvc.lock (after writing
+    ``params.resolved.yaml`` for this profile), cache and push them. Run workspace: the data is already in
+    the object store (the DVC remote); record its hashes in the run (``record/data.dvc``)."""
+    if ws.is_project:
+        from sail_core.pipeline.dvc_params import write_resolved
+        from sail_core.pipeline.versioning import commit_and_push
 
-    First writes ``params.resolved.yaml`` for this run's profile, so that dvc.lock records the
-    parameter values the outputs were made with.
-    """
-    from sail_core.pipeline.dvc_params import write_resolved
-    from sail_core.pipeline.versioning import commit_and_push, out_hash
+        stages = stages or DATA_STAGES
+        write_resolved(cfg, ws.wd.root)
+        commit_and_push(ws.wd.root, stages)
+        where = ", ".join(stages) + " committed and pushed"
+    else:
+        from sail_core.pipeline import tracking
 
-    stages = stages or DATA_STAGES
-    write_resolved(cfg, wd.root)
-    commit_and_push(wd.root, stages)
-    data_hash = out_hash(wd.root, "data/validated") or "unversioned"
-    console.print(f"[green]version[/]: {', '.join(stages)} committed and pushed; data hash {data_hash}")
-    return {"data_hash": data_hash, "stages": stages}
+        stages = stages or DATA_STAGES
+        paths = [p for s in stages for p in outputs(cfg).get(s, [])]
+        tracking.log_text(ws.mlflow_run_id, outputs_dvc(ws, paths), "record/data.dvc")
+        where = f"in {ws.stores.objects}, recorded as record/data.dvc"
+    h = data_hash(ws)
+    if not ws.is_project:
+        from sail_core.pipeline import tracking
+
+        tracking.set_tags(ws.mlflow_run_id, {"sail.data_hash": h})
+    console.print(f"[green]version[/]: {where}; data hash {h}")
+    return {"data_hash": h, "stages": stages}
 
 
-def data_hash(wd: Workdir) -> str:
-    from sail_core.pipeline.versioning import out_hash
+def data_hash(ws: Workspace) -> str:
+    """The DVC hash of data/validated: from dvc.lock (project workspace) or the run's record."""
+    if ws.is_project:
+        from sail_core.pipeline.versioning import out_hash
 
-    return out_hash(wd.root, "data/validated") or "unversioned"
+        return out_hash(ws.wd.root, "data/validated") or "unversioned"
+    return ws.output_hash("data/validated") or "unversioned"
+
+
+def outputs_dvc(ws: Workspace, paths: list[str] | None = None) -> str:
+    """A DVC file naming the run's output folders by hash: ``dvc pull <file>`` in a DVC project whose
+    default remote is the object store fetches them."""
+    from sail_core.pipeline import tracking
+
+    tags = tracking.run_tags(ws.mlflow_run_id)
+    recorded = {k[len(OUT_TAG):]: v for k, v in sorted(tags.items()) if k.startswith(OUT_TAG)}
+    outs = [{"md5": recorded[p], "hash": "md5", "path": p} for p in (paths or recorded) if p in recorded]
+    header = (f"# Outputs of run {ws.run_id}, by DVC hash. `dvc pull <this file>` in a DVC project whose\n"
+              f"# default remote is {ws.stores.objects} fetches them.\n")
+    return header + yaml_dump({"outs": outs})
+
+
+def yaml_dump(tree) -> str:
+    import yaml
+
+    return yaml.safe_dump(tree, sort_keys=False)
 
 
 # -------------------------------------------------------------------- model
-def train(cfg: Config, wd: Workdir, resume: bool = False, airflow_run_id: str | None = None) -> dict:
+def train(cfg: Config, ws: Workspace, resume: bool = False) -> dict:
     """Run every configured training stage in order, each from the previous one's model.
 
     A fresh run clears old stage outputs; ``resume=True`` keeps them and
     continues from the last checkpoint (for a retry after a failure).
     """
-    summaries, run_id = {}, None
+    summaries = {}
     for stage in cfg.train.stages:
-        result = train_stage(cfg, wd, stage.name, resume=resume, airflow_run_id=airflow_run_id)
-        run_id, summaries[stage.name] = result["run_id"], result["summary"]
-    console.print(f"[green]train[/]: {len(summaries)} stage(s) done; MLflow run {run_id}")
-    return {"run_id": run_id, "stages": summaries}
+        summaries[stage.name] = train_stage(cfg, ws, stage.name, resume=resume)["summary"]
+    console.print(f"[green]train[/]: {len(summaries)} stage(s) done; MLflow run {ws.mlflow_run_id}")
+    return {"run_id": ws.mlflow_run_id, "stages": summaries}
 
 
-def train_stage(cfg: Config, wd: Workdir, name: str, resume: bool = False,
-                airflow_run_id: str | None = None) -> dict:
+def train_stage(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
     """Train the configured stage ``name``: the first from the untrained model, a later one from the
     model of the stage before it (``models/<previous>/model``), into ``models/<name>``.
 
-    The first stage starts the pipeline's MLflow run (``resume=True`` keeps the current one); later
-    stages log into the current run. A fresh stage clears its old output; ``resume=True`` keeps it
-    and continues from its last checkpoint (for a retry after a failure).
+    In the project workspace the first stage starts the pipeline's MLflow run (``resume=True`` keeps the
+    current one). A fresh stage clears its old output; ``resume=True`` keeps it and continues from its
+    last checkpoint (in a run workspace, the checkpoint the workspace store holds), for a retry after a
+    failure. Each checkpoint is copied to the workspace store as it is written.
     """
     import mlflow
 
-    from sail_core.config import ConfigError
     from sail_core.pipeline import tracking
+    from sail_core.train.checkpoint import CHECKPOINTS
     from sail_core.train.loop import train_stage as run_stage
 
     names = [s.name for s in cfg.train.stages]
@@ -135,136 +243,161 @@ def train_stage(cfg: Config, wd: Workdir, name: str, resume: bool = False,
                           f"(its stages: {', '.join(names)}); pick one of those or another profile")
     i = names.index(name)
     stage = cfg.train.stages[i]
-    init_from = wd.stage(names[i - 1]) / "model" if i else None
+    ws.pull("data/validated", *([f"models/{names[i - 1]}"] if i else []))
+    init_from = ws.wd.stage(names[i - 1]) / "model" if i else None
     if init_from is not None and not init_from.exists():
         raise FileNotFoundError(f"training stage {name!r} starts from {init_from}, which does not exist; "
                                 f"run `sail train --stage {names[i - 1]}` (or `sail train`) first")
-    if tracking.run_file(wd).exists() and (i > 0 or resume):
-        run_id = tracking.current_run_id(wd)
-    else:
-        tags = {"sail.data_hash": data_hash(wd)}
-        if airflow_run_id:
-            tags["sail.airflow_run_id"] = airflow_run_id
-        run_id = tracking.start_pipeline_run(cfg, wd, tags)
-    out = wd.stage(name)
+    if ws.is_project and not (ws.has_run() and (i > 0 or resume)):
+        from sail_core.pipeline.workspace import new_run_id
+
+        run_id = new_run_id("cli")
+        ws.remember_run(run_id, tracking.start_pipeline_run(cfg, run_id, {"sail.data_hash": data_hash(ws),
+                                                                          "sail.workspace": ws.url}))
+    out = ws.wd.stage(name)
     if not resume:
         shutil.rmtree(out, ignore_errors=True)
+    elif ws.restore_checkpoints(name, out / CHECKPOINTS):
+        console.print(f"train: stage {name} resumes from the checkpoints in {ws.url}")
 
     def log(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics({f"train.{name}.{k}": float(v) for k, v in metrics.items()}, step=step)
 
-    with tracking.resume_run(run_id):
-        summary = _jsonable(run_stage(cfg, stage, wd.validated, out, init_from=init_from, log=log))
+    with tracking.resume_run(ws.mlflow_run_id):
+        summary = _jsonable(run_stage(cfg, stage, ws.wd.validated, out, init_from=init_from, log=log,
+                                      on_checkpoint=lambda folder: ws.save_checkpoints(name, folder)))
         for png in out.glob("*.png"):
             mlflow.log_artifact(str(png), artifact_path=f"train/{name}")
-    console.print(f"[green]train[/]: stage {name} done ({i + 1} of {len(names)}); MLflow run {run_id}")
-    return {"run_id": run_id, "stage": name, "summary": summary}
+    ws.push(f"models/{name}")
+    ws.drop_checkpoints(name)
+    console.print(f"[green]train[/]: stage {name} done ({i + 1} of {len(names)}); MLflow run {ws.mlflow_run_id}")
+    return {"run_id": ws.mlflow_run_id, "stage": name, "summary": summary}
 
 
-def evaluate(cfg: Config, wd: Workdir) -> dict:
+def evaluate(cfg: Config, ws: Workspace) -> dict:
     """Recall@K of the trained model and of the untrained baseline; report + plot to MLflow."""
     import mlflow
 
-    from sail_core.pipeline import tracking
     from sail_core.eval.evaluate import evaluate as run_eval
+    from sail_core.pipeline import tracking
 
-    out = wd.reports / "eval"
-    metrics = run_eval(cfg, _final_model_dir(cfg, wd), wd.validated, out)
-    with tracking.resume_run(tracking.current_run_id(wd)):
+    ws.pull("data/validated", _final_model(cfg))
+    out = ws.wd.reports / "eval"
+    metrics = run_eval(cfg, _final_model_dir(cfg, ws), ws.wd.validated, out)
+    with tracking.resume_run(ws.mlflow_run_id):
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         for f in sorted(out.iterdir()):
             if f.suffix in {".md", ".png", ".json"}:
                 mlflow.log_artifact(str(f), artifact_path="eval")
+    ws.push("reports/eval")
     console.print(f"[green]evaluate[/]: {len(metrics)} metrics; report in {out}")
     return {k: float(v) for k, v in metrics.items()}
 
 
-def gate(cfg: Config, wd: Workdir) -> dict:
+def gate(cfg: Config, ws: Workspace) -> dict:
     """Compare the candidate with the champion (or the untrained baseline); raise GateFailed on a miss."""
-    import mlflow
-
     from sail_core.pipeline import registry, tracking
     from sail_core.pipeline.gating import GateFailed, check_gate
 
-    run_id = tracking.current_run_id(wd)
+    run_id = ws.mlflow_run_id
     candidate = tracking.run_metrics(run_id)
     champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     champion_metrics = tracking.run_metrics(champ.run_id) if champ else None
     result = check_gate(candidate, cfg.gate.metrics, champion_metrics, f"champion v{champ.version}" if champ else "")
-    out = wd.reports / "gate.json"
+    report = json.dumps({"passed": result.passed, "reference": result.reference, "checks": result.checks}, indent=2)
+    out = ws.wd.reports / "gate.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"passed": result.passed, "reference": result.reference, "checks": result.checks}, indent=2))
-    with tracking.resume_run(run_id):
-        mlflow.set_tag("sail.gate", "passed" if result.passed else "failed")
-        mlflow.log_metric("gate.passed", float(result.passed))
+    out.write_text(report)
+    tracking.log_text(run_id, report, "gate/gate.json")
+    tracking.set_tags(run_id, {"sail.gate": "passed" if result.passed else "failed"})
+    tracking.log_metrics(run_id, {"gate.passed": float(result.passed)})
     console.print(result.summary())
     if not result.passed:
         raise GateFailed(result.summary())
     return {"passed": True, "reference": result.reference}
 
 
-def export(cfg: Config, wd: Workdir) -> dict:
+def export(cfg: Config, ws: Workspace) -> dict:
     """Export the trained model to ONNX with a parity check against PyTorch per modality combination."""
-    import mlflow
-
-    from sail_core.pipeline import tracking
     from sail_core.export.onnx import export_onnx
     from sail_core.model.omni import load_model
+    from sail_core.pipeline import tracking
     from sail_core.pipeline.atomic import replace_dir
 
-    model = load_model(_final_model_dir(cfg, wd))
-    with replace_dir(wd.onnx) as tmp:
+    ws.pull(_final_model(cfg))
+    model = load_model(_final_model_dir(cfg, ws))
+    onnx_dir = ws.wd.onnx
+    with replace_dir(onnx_dir) as tmp:
         result = export_onnx(model, tmp, datasets=cfg.datasets)
-    with tracking.resume_run(tracking.current_run_id(wd)):
-        mlflow.log_metric("export.onnx_max_abs_diff", float(result["max_abs_diff"]))
-        mlflow.log_metrics({f"export.parity.{combo}": float(diff) for combo, diff in result.get("parity", {}).items()})
-    console.print(f"[green]export[/]: {wd.onnx} (max abs diff vs PyTorch {result['max_abs_diff']:.2e})")
-    return {"onnx_dir": str(wd.onnx), "max_abs_diff": float(result["max_abs_diff"])}
+    tracking.log_metrics(ws.mlflow_run_id, {
+        "export.onnx_max_abs_diff": float(result["max_abs_diff"]),
+        **{f"export.parity.{combo}": float(diff) for combo, diff in result.get("parity", {}).items()}})
+    ws.push("models/onnx")
+    console.print(f"[green]export[/]: {onnx_dir} (max abs diff vs PyTorch {result['max_abs_diff']:.2e})")
+    return {"onnx_dir": str(onnx_dir), "max_abs_diff": float(result["max_abs_diff"])}
 
 
-def register(cfg: Config, wd: Workdir, airflow_run_id: str | None = None, commit_models: bool = True) -> dict:
-    """Version the model outputs with DVC, then register an MLflow model version aliased ``challenger``."""
-    import mlflow
+def register(cfg: Config, ws: Workspace, airflow_run_id: str | None = None, commit_models: bool = True) -> dict:
+    """Version the model outputs, then register an MLflow model version aliased ``challenger``.
 
+    Project workspace: DVC-commit the model stages and log ``dvc.lock`` as ``record/dvc.lock``. Run
+    workspace: the outputs are already in the object store; log ``record/outputs.dvc`` (every output's hash).
+    """
     from sail_core.pipeline import registry, tracking
 
-    if commit_models:
+    if ws.is_project and commit_models:
         from sail_core.pipeline.dvc_params import model_stages
 
-        version(cfg, wd, model_stages(cfg))
-    run_id = tracking.current_run_id(wd)
-    tags = {"git_sha": tracking.git_sha(), "data_hash": data_hash(wd), "airflow_run_id": airflow_run_id or "none",
-            "profile": cfg.profile}
-    v = registry.register_onnx(run_id, wd.onnx, cfg.registry.mlflow_model, tags)
-    with tracking.resume_run(run_id):
-        mlflow.set_tag("sail.model_version", str(v))
-        if (wd.root / "dvc.lock").exists():  # the data and model hashes DVC pinned for this version
-            mlflow.log_artifact(str(wd.root / "dvc.lock"), artifact_path="record")
+        version(cfg, ws, model_stages(cfg))
+    ws.pull("models/onnx")
+    run_id = ws.mlflow_run_id
+    tags = {"git_sha": tracking.git_sha(), "data_hash": data_hash(ws), "airflow_run_id": airflow_run_id or "none",
+            "sail_run_id": ws.run_id or "none", "profile": cfg.profile}
+    v = registry.register_onnx(run_id, ws.wd.onnx, cfg.registry.mlflow_model, tags)
+    tracking.set_tags(run_id, {"sail.model_version": str(v)})
+    if ws.is_project:
+        if (ws.wd.root / "dvc.lock").exists():  # the data and model hashes DVC pinned for this version
+            from mlflow import MlflowClient
+
+            tracking.configure()
+            MlflowClient().log_artifact(run_id, str(ws.wd.root / "dvc.lock"), artifact_path="record")
+    else:
+        tracking.log_text(run_id, outputs_dvc(ws), "record/outputs.dvc")
     console.print(f"[green]register[/]: {cfg.registry.mlflow_model} v{v} (alias {registry.CHALLENGER})")
     return {"version": v, "run_id": run_id, **tags}
 
 
 # ------------------------------------------------------------------ serving
-def promote(cfg: Config, wd: Workdir | None = None, model_version: int | None = None) -> dict:
+def promote(cfg: Config, model_version: int | None = None, ws: Workspace | None = None) -> dict:
     """Serve a registered version on Triton (new version folder, load, parity + smoke), then alias it champion.
 
-    On any failure the new version is unloaded and the previous one keeps serving.
+    The version: ``model_version``, else the one the run in ``ws`` registered, else the ``challenger``.
+    On any failure the new version is unloaded and the previous one keeps serving. Promotions are
+    serialised by a lock on the Triton model repository, so that overlapping runs take turns.
     """
     from sail_core.pipeline import registry
+    from sail_core.pipeline.atomic import file_lock
     from serving import promote as triton_promote
     from serving import server
 
     name = cfg.registry.mlflow_model
+    if model_version is None and ws is not None and ws.has_run():
+        from sail_core.pipeline import tracking
+
+        registered = tracking.run_tags(ws.mlflow_run_id).get("sail.model_version")
+        model_version = int(registered) if registered else None
     if model_version is None:
         ref = registry.by_alias(name, registry.CHALLENGER)
         if ref is None:
             raise RuntimeError(f"no model version has alias '{registry.CHALLENGER}' in {name}; run `sail register` first")
         model_version = ref.version
-    server.start(home().triton_repo, cfg.serve)
-    with tempfile.TemporaryDirectory(prefix="sail-promote-") as tmp:
-        onnx_dir = registry.download_onnx(name, model_version, Path(tmp))
-        result = triton_promote.promote(onnx_dir, model_version, cfg.serve, home().triton_repo)
-    previous = registry.set_champion(name, model_version)
+    repo = home().triton_repo
+    with file_lock(repo.parent / ".promote.lock"):
+        server.start(repo, cfg.serve)
+        with tempfile.TemporaryDirectory(prefix="sail-promote-") as tmp:
+            onnx_dir = registry.download_onnx(name, model_version, Path(tmp))
+            result = triton_promote.promote(onnx_dir, model_version, cfg.serve, repo)
+        previous = registry.set_champion(name, model_version)
     console.print(f"[green]promote[/]: Triton serves v{model_version}; alias champion -> v{model_version} (was {previous})")
     return {"version": model_version, "previous": previous, **_jsonable(result)}
 
@@ -272,11 +405,14 @@ def promote(cfg: Config, wd: Workdir | None = None, model_version: int | None = 
 def rollback(cfg: Config) -> dict:
     """Return Triton and the ``champion`` alias to the previously served version."""
     from sail_core.pipeline import registry
+    from sail_core.pipeline.atomic import file_lock
     from serving import promote as triton_promote
 
-    result = triton_promote.rollback(cfg.serve, home().triton_repo)
-    now = int(result["version"])
-    registry.set_champion(cfg.registry.mlflow_model, now)
+    repo = home().triton_repo
+    with file_lock(repo.parent / ".promote.lock"):
+        result = triton_promote.rollback(cfg.serve, repo)
+        now = int(result["version"])
+        registry.set_champion(cfg.registry.mlflow_model, now)
     console.print(f"[green]rollback[/]: Triton serves v{now}; alias champion -> v{now}")
     return _jsonable(result)
 

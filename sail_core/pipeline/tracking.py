@@ -1,12 +1,15 @@
 """MLflow tracking: the embedded sqlite store under ``SAIL_HOME`` and the pipeline run.
 
-One pipeline run is one MLflow run. The train step starts it; later steps find
-it through ``models/mlflow_run.json`` and log into it.
+One pipeline run is one MLflow run, tagged ``sail.run_id`` with the run's id. An
+Airflow run's ``check`` task starts it and every later task finds it by that tag
+(``find_run``); in the project workspace the first training stage starts it.
 
 The run's record: the resolved configuration (``record/config.resolved.yaml``),
 the git sha and whether the tree had uncommitted changes (tags ``sail.git_sha``,
-``sail.git_dirty``; a dirty tree also prints a warning), and, from the register
-step, the ``dvc.lock`` that pins its data and model hashes (``record/dvc.lock``).
+``sail.git_dirty``; a dirty tree also prints a warning), the DVC hash of every
+output folder (tags ``sail.out.<path>``, and ``record/outputs.dvc``, a DVC file
+that ``dvc pull`` reads), and each task's state and wall time (tags
+``sail.task.<task>``, metrics ``time.<task>_s``).
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
 from sail_core.config import REPO_ROOT, Config, dump_config
-from sail_core.paths import Workdir, home
+from sail_core.paths import home
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
@@ -83,40 +89,102 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-def run_file(wd: Workdir) -> Path:
-    return wd.models / "mlflow_run.json"
-
-
-def start_pipeline_run(cfg: Config, wd: Workdir, tags: dict[str, str]) -> str:
-    """Create the MLflow run for this pipeline run, log the config, remember its id."""
+def start_pipeline_run(cfg: Config, run_id: str, tags: dict[str, str]) -> str:
+    """Create the MLflow run of pipeline run ``run_id``: tags, the flattened config as params, and the
+    resolved configuration as ``record/config.resolved.yaml``. Returns the MLflow run id."""
     import mlflow
 
     exp_id = ensure_experiment(cfg.registry.experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.profile}-{tags.get('sail.airflow_run_id', 'cli')}") as run:
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.profile}-{run_id}") as run:
         dirty = git_dirty()
-        mlflow.set_tags({"sail.profile": cfg.profile, "sail.git_sha": git_sha(),
+        mlflow.set_tags({"sail.run_id": run_id, "sail.profile": cfg.profile, "sail.git_sha": git_sha(),
                          "sail.git_dirty": "unknown" if dirty is None else str(dirty).lower(), **tags})
         params = flatten(cfg.model_dump(mode="json"))
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_text(dump_config(cfg, resolved=True), "record/config.resolved.yaml")
-        run_id = run.info.run_id
+        mlflow_run_id = run.info.run_id
     if dirty:
         from rich.console import Console
 
         Console(stderr=True).print(f"[yellow]warning[/]: the code in {REPO_ROOT} has uncommitted changes; MLflow run "
-                                   f"{run_id} is tagged sail.git_dirty=true and git sha {git_sha()} does not "
+                                   f"{mlflow_run_id} is tagged sail.git_dirty=true and git sha {git_sha()} does not "
                                    "describe it. Commit first for a run that can be reproduced from its record.")
-    path = run_file(wd)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"run_id": run_id, "tags": tags}, indent=2))
-    return run_id
+    return mlflow_run_id
 
 
-def current_run_id(wd: Workdir) -> str:
-    path = run_file(wd)
-    if not path.exists():
-        raise FileNotFoundError(f"no pipeline run recorded at {path}; run `sail train` first")
-    return json.loads(path.read_text())["run_id"]
+def _client():
+    from mlflow import MlflowClient
+
+    configure()
+    return MlflowClient()
+
+
+def find_run(run_id: str) -> str | None:
+    """The MLflow run id of pipeline run ``run_id`` (its ``sail.run_id`` tag), or, when ``run_id`` is
+    itself an MLflow run id of a pipeline run, that one; None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    escaped = run_id.replace("'", "\\'")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string=f"tags.`sail.run_id` = '{escaped}'", max_results=1)
+    if runs:
+        return runs[0].info.run_id
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    return run.info.run_id if "sail.run_id" in run.data.tags else None
+
+
+def set_tags(mlflow_run_id: str, tags: dict[str, Any]) -> None:
+    client = _client()
+    for key, value in tags.items():
+        client.set_tag(mlflow_run_id, key, str(value))
+
+
+def run_tags(mlflow_run_id: str) -> dict[str, str]:
+    return dict(_client().get_run(mlflow_run_id).data.tags)
+
+
+def log_metrics(mlflow_run_id: str, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    _client().log_batch(mlflow_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def log_text(mlflow_run_id: str, text: str, artifact_file: str) -> None:
+    _client().log_text(mlflow_run_id, text, artifact_file)
+
+
+def recorded_config(mlflow_run_id: str) -> Config:
+    """The configuration a run recorded (``record/config.resolved.yaml``), as a typed Config."""
+    import mlflow
+
+    configure()
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{mlflow_run_id}/record/config.resolved.yaml")
+    except Exception as e:  # MlflowException or OSError: the artifact is missing
+        raise FileNotFoundError(f"MLflow run {mlflow_run_id} has no record/config.resolved.yaml ({e}); only runs "
+                                "started by this version of the pipeline can be reproduced") from e
+    return Config.model_validate(yaml.safe_load(text))
+
+
+@contextmanager
+def task(mlflow_run_id: str, name: str) -> Iterator[None]:
+    """Record one task of the run: tag ``sail.task.<name>`` running -> done (or failed, which also tags
+    ``sail.failed_task``), and log its wall time as ``time.<name>_s``."""
+    set_tags(mlflow_run_id, {f"sail.task.{name}": "running"})
+    t0 = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        set_tags(mlflow_run_id, {f"sail.task.{name}": "failed", "sail.failed_task": name})
+        log_metrics(mlflow_run_id, {f"time.{name}_s": time.perf_counter() - t0})
+        raise
+    set_tags(mlflow_run_id, {f"sail.task.{name}": "done"})
+    log_metrics(mlflow_run_id, {f"time.{name}_s": time.perf_counter() - t0})
 
 
 @contextmanager
@@ -129,7 +197,4 @@ def resume_run(run_id: str) -> Iterator[Any]:
 
 
 def run_metrics(run_id: str) -> dict[str, float]:
-    from mlflow import MlflowClient
-
-    configure()
-    return dict(MlflowClient().get_run(run_id).data.metrics)
+    return dict(_client().get_run(run_id).data.metrics)

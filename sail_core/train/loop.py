@@ -131,6 +131,7 @@ def train_stage(
     log: Logger | None = None,
     keep_checkpoints: bool = False,
     cache_dir: Path | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> dict:
     """Train one stage and save ``out_dir/model``; returns a summary dict.
 
@@ -146,6 +147,8 @@ def train_stage(
             ``temperature.<dataset>``, ``count.<dataset>`` (cumulative steps drawn from it).
         keep_checkpoints: keep ``checkpoints/`` after a successful run (default: removed, the model is saved).
         cache_dir: frozen-tower feature cache (default ``$SAIL_HOME/features/<data folder hash>``).
+        on_checkpoint: called on rank 0 with the ``checkpoints/`` folder after each checkpoint is saved
+            (the pipeline copies it to the run's workspace, so that a retry on another worker resumes).
     """
     _check_stage(cfg, stage)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -269,6 +272,8 @@ def train_stage(
                 "data_rng": data_rng.bit_generator.state,
                 "history": history, "meta": meta,
             })
+            if on_checkpoint is not None:
+                on_checkpoint(ckpt_dir)
         if size > 1 and step % stage.checkpoint_every == 0:
             dist.barrier()
     if progress is not None:
