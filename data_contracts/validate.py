@@ -16,6 +16,8 @@ clean rows only (hard links where possible). On a breach it raises
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,21 +110,25 @@ def validate_dir(
     cfg: ContractsConfig,
     quarantine_display: Path | None = None,
     workers: int | None = None,
+    out_display: Path | None = None,
 ) -> ValidationResult:
     """Validate the data folder ``src``; see the module docstring. Raises :class:`ContractBreach`.
 
-    ``quarantine_display`` is the quarantine folder that messages and the report
-    name, for a caller that writes into a temporary folder and moves it there. ``workers``: threads
+    ``quarantine_display`` and ``out_display`` are the folders that messages and the report
+    name, for a caller that writes into temporary folders and moves them there. The report written into
+    ``out`` names paths relative to the folder the three share, so that the same data validated in
+    another place gives byte-identical output (and the same DVC hash). ``workers``: threads
     that check media files (``data.media_workers``; None = the CPUs available).
     """
     src, out, quarantine = Path(src), Path(out), Path(quarantine)
     shown_q = Path(quarantine_display) if quarantine_display is not None else quarantine
+    shown_out = Path(out_display) if out_display is not None else out
     for target in (out, quarantine):
         if target.resolve() == src.resolve():
             raise ValueError(f"validation would overwrite its source: {target} is the source folder {src}; use another folder")
     tables = discover(src)
     suites = {name: load_suite(name) for name in SUITE_NAMES}
-    result = ValidationResult(str(src), str(out), str(shown_q), cfg.max_quarantine_fraction)
+    result = ValidationResult(str(src), str(shown_out), str(shown_q), cfg.max_quarantine_fraction)
     clean_tables = {}
     raw_item_ids: set[str] = set()
     clean_item_ids: list[str] = []
@@ -158,10 +164,22 @@ def validate_dir(
     pairs = {n.split("/", 1)[1]: df for n, df in clean_tables.items() if n.startswith(schema.PAIRS_DIR + "/")}
     write_data_dir(out, clean_tables[schema.ITEMS], clean_tables[schema.INTERACTIONS], pairs)
     result.media = publish_media(clean_tables[schema.ITEMS], src, out)
-    result.report_path = str(write_report(out, result.to_dict()))
+    base = os.path.commonpath([str(src.resolve()), str(shown_out.resolve()), str(shown_q.resolve())])
+    result.report_path = str(write_report(out, _relative_to(result.to_dict(), base)))
     if not result.passed:
         raise ContractBreach(result.breaches, result)
     return result
+
+
+def _relative_to(tree, base: str):
+    """``tree`` with every string path under ``base`` written relative to it."""
+    if isinstance(tree, dict):
+        return {k: _relative_to(v, base) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_relative_to(v, base) for v in tree]
+    if isinstance(tree, str) and tree.startswith(base + os.sep):
+        return tree[len(base) + 1:]
+    return tree
 
 
 def _remove_stale_quarantine(quarantine: Path, names: set[str]) -> None:

@@ -411,12 +411,14 @@ def runs_list(limit: int = typer.Option(20, "--limit", help="newest N runs")):
     from sail_core.pipeline import runs
 
     table = Table("run id", "started (UTC)", "profile", "status", "tasks", "model", "workspace")
+    for column in table.columns:
+        column.no_wrap = True
     for r in _run(runs.list_runs, _run(_cfg))[:limit]:
         done = sum(r.task_state(t) == "done" for t in r.tasks)
         table.add_row(r.run_id, r.started.strftime("%Y-%m-%d %H:%M:%S"), r.tags.get("sail.profile", ""),
                       r.status + (f" ({r.tags['sail.failed_task']})" if r.status == "failed" else ""),
                       f"{done}/{len(r.tasks)}", r.tags.get("sail.model_version", ""), r.workspace)
-    out.print(table)
+    Console(width=max(out.width, 200)).print(table)  # whole ids and paths, also when piped
 
 
 @runs_app.command("show")

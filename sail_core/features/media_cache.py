@@ -9,11 +9,13 @@ A cache folder holds::
 
     image.npy    (N, C, h, w) float16   one row per cover/keyframe file
     audio.npy    (M, 96) float16        one row per WAV file
-    index.json   {"signature": {...}, "image": {relpath: [row, size, mtime_ns]}, "audio": {...}}
+    index.json   {"signature": {...}, "image": {relpath: [row, size, md5]}, "audio": {...}}
     efficientnet_lite0_<size>.onnx      the tower exported once for onnxruntime
 
 Rows are keyed by the path relative to the data folder plus the file's size and
-modification time: a changed file is recomputed, an unchanged one reused. The
+content hash: a changed file is recomputed, an unchanged one reused, also when
+the data folder is a fresh copy (a run workspace pulls its data into a new
+folder; the cache folder is named by the content of ``items.parquet``). The
 ``signature`` (tower, image size, audio chunking) invalidates everything when
 the encoders change. The vision tower runs in onnxruntime (about 4x faster than
 eager PyTorch on CPU for this depthwise-conv network); its first batch is
@@ -38,11 +40,13 @@ _MEMORY: dict[tuple[str, str], "MediaFeatures"] = {}
 
 
 def default_cache_dir(data_dir: str | os.PathLike) -> Path:
-    """``$SAIL_HOME/features/<hash of the data folder's absolute path>``."""
+    """``$SAIL_HOME/features/<hash of the data folder's items.parquet>`` (of its absolute path when it has none):
+    copies of the same data share one cache, wherever they are."""
     from sail_core.paths import sail_home
 
-    digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
-    return sail_home() / "features" / digest
+    items = Path(data_dir) / "items.parquet"
+    key = items.read_bytes() if items.is_file() else str(Path(data_dir).resolve()).encode()
+    return sail_home() / "features" / hashlib.sha1(key).hexdigest()[:16]
 
 
 @dataclass
@@ -70,14 +74,15 @@ class MediaFeatures:
         return self._get(self.audio_rows, self.audio_array, rel, "audio")
 
 
-def _stat(data_dir: Path, rel: str) -> list[int]:
+def _stat(data_dir: Path, rel: str) -> list:
+    """The file's size and content hash: what a cached row is valid for."""
     path = data_dir / rel
     try:
-        st = path.stat()
+        content = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"media file {path} (listed in items.parquet) does not exist; rebuild or "
                                 "re-validate the data folder") from None
-    return [int(st.st_size), int(st.st_mtime_ns)]
+    return [len(content), hashlib.md5(content).hexdigest()]
 
 
 def _onnx_tower(cache_dir: Path, image_size: int, threads: int):

@@ -99,10 +99,14 @@ class ObjectStore:
         from dvc_objects.fs.local import LocalFileSystem
 
         info = HashInfo(HASH, md5)
-        result = transfer(self.remote, self.cache, {info}, shallow=False)
-        if result.failed:
-            raise ObjectStoreError(f"object {md5} is not in the object store {self.url} (removed by `sail gc`, or "
+        missing = ObjectStoreError(f"object {md5} is not in the object store {self.url} (removed by `sail gc`, or "
                                    "pushed to another store); re-run the step that makes it")
+        try:
+            result = transfer(self.remote, self.cache, {info}, shallow=False)
+        except FileNotFoundError as e:
+            raise missing from e
+        if result.failed:
+            raise missing
         dest = Path(dest)
         if dest.exists():
             shutil.rmtree(dest)

@@ -138,7 +138,7 @@ def validate(cfg: Config, ws: Workspace, src: Path | None = None) -> dict:
     try:
         try:
             result = validate_dir(src, tmp_out, tmp_q, cfg.contracts, quarantine_display=wd.quarantine,
-                                  workers=cfg.data.media_workers)
+                                  workers=cfg.data.media_workers, out_display=wd.validated)
         except ContractBreach:
             _swap(tmp_q, wd.quarantine)
             ws.push("data/quarantine")

@@ -16,6 +16,7 @@ Two kinds of workspace run the same steps:
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -251,13 +252,17 @@ def project(wd: Workdir) -> Workspace:
 @contextmanager
 def for_run(cfg: Config, run_id: str) -> Iterator[Workspace]:
     """The workspace of run ``run_id`` on this machine: under ``store.local_cache``, or, with
-    ``local_cache: per-task``, in a fresh temporary folder that is removed when the task ends."""
+    ``local_cache: per-task``, in a fresh, empty temporary folder that is also the working directory
+    while the task runs, and is removed when it ends (what a Celery or Kubernetes worker sees)."""
     stores = Stores.of(cfg)
     if stores.local_cache is None:
         scratch = Path(tempfile.mkdtemp(prefix="sail-task-"))
+        cwd = os.getcwd()
+        os.chdir(scratch)
         try:
             yield Workspace(run_id, Workdir(scratch / "runs" / run_key(run_id)), stores, scratch / "objects")
         finally:
+            os.chdir(cwd)
             shutil.rmtree(scratch, ignore_errors=True)
     else:
         yield Workspace(run_id, Workdir(stores.local_cache / "runs" / run_key(run_id)), stores,
