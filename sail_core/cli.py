@@ -344,7 +344,10 @@ def _run_conf(conf: str) -> dict:
 
 
 def _dag_run(conf: dict, kind: str = "cli") -> tuple[int, str]:
-    """Run the DAG once through Airflow under a fresh run id; returns (exit code, run id)."""
+    """Run the DAG once through Airflow under a fresh run id; returns (exit code, run id). The whole
+    `airflow dags test` wall time (Airflow's start-up included) is logged to the run as ``time.dag_s``."""
+    import time
+
     from sail_core.pipeline import airflow_env
     from sail_core.pipeline.workspace import new_run_id
 
@@ -353,7 +356,13 @@ def _dag_run(conf: dict, kind: str = "cli") -> tuple[int, str]:
         out.print(f"dry run: would run DAG {airflow_env.DAG_ID} as run {run_id} with conf {json.dumps(conf)}")
         raise typer.Exit(0)
     err.print(f"run [bold]{run_id}[/]")
-    return _run(airflow_env.dags_test, {**conf, "sail_run_id": run_id}), run_id
+    t0 = time.perf_counter()
+    code = _run(airflow_env.dags_test, {**conf, "sail_run_id": run_id})
+    _DAG_SECONDS[run_id] = time.perf_counter() - t0
+    return code, run_id
+
+
+_DAG_SECONDS: dict[str, float] = {}
 
 
 def _after_run(code: int, run_id: str) -> None:
@@ -364,6 +373,10 @@ def _after_run(code: int, run_id: str) -> None:
     except Exception:  # noqa: BLE001 - the run may have failed before it was recorded
         run = None
     if run is not None:
+        from sail_core.pipeline import tracking
+
+        if run_id in _DAG_SECONDS:
+            tracking.log_metrics(run.mlflow_run_id, {"time.dag_s": _DAG_SECONDS[run_id]})
         err.print(f"run {run_id}: {run.status}; MLflow run {run.mlflow_run_id}; workspace {run.workspace}")
     if code != 0:
         err.print(f"[red]the DAG run failed[/] (exit {code}); the task logs above say where. Earlier outputs are "
@@ -422,7 +435,7 @@ def runs_list(limit: int = typer.Option(20, "--limit", help="newest N runs")):
 
 
 @runs_app.command("show")
-def runs_show(run_id: str = typer.Argument(..., help="run id or MLflow run id")):
+def runs_show(run_id: str = typer.Argument(..., help="run id, MLflow run id, or `last`")):
     """One run's record: tags, output hashes, and each task's state and wall time."""
     from rich.table import Table
 
@@ -436,12 +449,27 @@ def runs_show(run_id: str = typer.Argument(..., help="run id or MLflow run id"))
     seconds = r.task_seconds
     for t in r.tasks:
         times.add_row(t, r.task_state(t), f"{seconds[t]:.1f}" if t in seconds else "")
-    times.add_row("sum", "", f"{sum(seconds.values()):.1f}")
+    times.add_row("sum of tasks", "", f"{sum(seconds.values()):.1f}")
+    if "time.dag_s" in r.metrics:
+        times.add_row("whole DAG run", "", f"{r.metrics['time.dag_s']:.1f}")
+        times.add_row("  Airflow and start-up", "", f"{r.metrics['time.dag_s'] - sum(seconds.values()):.1f}")
     out.print(times)
     outs = Table("output", "DVC hash")
     for path, md5 in sorted(r.outputs.items()):
         outs.add_row(path, md5)
     out.print(outs)
+
+
+@runs_app.command("checkout")
+def runs_checkout(
+    run_id: str = typer.Argument(..., help="run id, MLflow run id, or `last`"),
+    to: Path = typer.Option(..., "--to", help="folder to fetch the run's data/, models/ and reports/ into"),
+):
+    """Fetch a run's output folders from the object store (by the hashes it recorded) into a folder."""
+    from sail_core.pipeline import runs
+
+    cfg = _run(_cfg)
+    _print(_run(runs.checkout, cfg, _run(runs.get, cfg, run_id), to))
 
 
 @app.command()

@@ -1,5 +1,9 @@
 """The whole Airflow DAG, for real: dag.test() on SQLite, tiny data, real MLflow, DVC, GX and tritonserver.
 
+Every task runs as a separate worker would: ``store.local_cache: per-task`` gives each one a fresh,
+empty working directory and local cache, removed when it ends, so a task finds its inputs only
+through the stores (the object store, a DVC remote, and MLflow).
+
 The test project's configuration has a second profile whose training has two stages, so the DAG has
 the tasks train.stage1 -> train.stage2, and a ``tiny`` run (one stage) skips train.stage2.
 """
@@ -25,7 +29,8 @@ def project(tmp_path_factory):
     root = make_project(
         tmp_path_factory.mktemp("dagproj") / "proj",
         overrides={"serve.http_port": http, "serve.grpc_port": grpc, "serve.metrics_port": metrics,
-                   "registry.mlflow_model": "dag-test-model"},
+                   "registry.mlflow_model": "dag-test-model", "registry.experiment": "dag-test",
+                   "store.local_cache": "per-task"},
         two_stages=True,
     )
     old = {k: os.environ.get(k) for k in ("SAIL_WORKDIR", "SAIL_PARAMS")}
@@ -103,19 +108,17 @@ def test_a_configuration_error_stops_the_run_at_check(project):
 
 @pytest.fixture(scope="module")
 def whole_run(project):
-    """One whole tiny run (the state the other runs start from), and whether DVC was clean right after it."""
-    from sail_core.pipeline.versioning import status_clean
-
-    dr = _dag().test(run_conf={"profile": "tiny"})
-    return dr, status_clean(project)
+    """One whole tiny run (the state the other runs start from)."""
+    return _dag().test(run_conf={"profile": "tiny"})
 
 
 def test_whole_dag_succeeds_and_serves(project, whole_run):
-    from sail_core.pipeline import registry
+    from sail_core.pipeline import registry, runs
     from sail_core.config import load_config
+    from sail_core.paths import sail_home
     from serving import client
 
-    dr, dvc_clean = whole_run
+    dr = whole_run
     states = _states(dr)
     assert str(dr.state) == "success", states
     # tiny lists one training stage: the other stage's task is skipped and the rest still run
@@ -132,16 +135,46 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     assert mv.tags["airflow_run_id"] == dr.run_id and mv.tags["data_hash"].endswith(".dir")
     vec = client.embed(["a romantic comedy set in paris"], None, cfg.serve, "http")
     assert vec.shape == (1, 384)
-    assert dvc_clean
 
-    # the run's record: resolved configuration, code version, and the hashes DVC pinned
+    # every task ran in a workspace of its own that is gone now; nothing was written to the project
+    assert not (sail_home() / "cache").exists()
+    assert not any((project / d).exists() for d in ("data", "models", "reports"))
+    record = runs.get(cfg, dr.run_id)
+    assert record.status == "succeeded" and record.mlflow_run_id == champ.run_id
+    assert set(record.task_seconds) == {"check", "ingest", "validate", "version", "train.stage1", "evaluate",
+                                        "gate", "export", "register", "promote"}  # each task's wall time
+
+    # the run's record: resolved configuration, code version, and the DVC hashes of every output
     import yaml
 
     assert run.data.tags["sail.git_sha"] and run.data.tags["sail.git_dirty"] in {"true", "false", "unknown"}
-    record = Path(registry.client().download_artifacts(champ.run_id, "record"))
-    assert yaml.safe_load((record / "config.resolved.yaml").read_text()) == cfg.model_dump(mode="json")
-    lock = yaml.safe_load((record / "dvc.lock").read_text())
-    assert {"ingest", "validate", "train@stage1", "evaluate", "export"} <= set(lock["stages"])
+    saved = Path(registry.client().download_artifacts(champ.run_id, "record"))
+    assert yaml.safe_load((saved / "config.resolved.yaml").read_text()) == cfg.model_dump(mode="json")
+    outs = {o["path"]: o["md5"] for o in yaml.safe_load((saved / "outputs.dvc").read_text())["outs"]}
+    assert set(outs) == {"data/raw", "data/validated", "data/quarantine", "models/stage1", "reports/eval",
+                         "models/onnx"}
+    assert outs == record.outputs and outs["data/validated"] == mv.tags["data_hash"]
+
+
+def test_the_record_is_a_dvc_file_that_dvc_pulls(project, whole_run, tmp_path):
+    """``record/outputs.dvc`` names the run's folders by hash: DVC itself fetches them from the object store."""
+    from sail_core.config import load_config
+    from sail_core.pipeline import registry, runs
+    from sail_core.pipeline.workspace import Stores
+    from tests.project import BIN, run
+
+    cfg = load_config(project / "params.yaml")
+    record = runs.get(cfg, whole_run.run_id)
+    dvc_file = Path(registry.client().download_artifacts(record.mlflow_run_id, "record/outputs.dvc", str(tmp_path)))
+    repo = tmp_path / "elsewhere"
+    repo.mkdir()
+    run(repo, "git", "init", "-q")
+    run(repo, str(BIN / "dvc"), "init", "-q")
+    run(repo, str(BIN / "dvc"), "remote", "add", "-d", "store", Stores.of(cfg).objects)
+    (repo / "run.dvc").write_text(dvc_file.read_text())
+    run(repo, str(BIN / "dvc"), "pull", "run.dvc")
+    assert pd.read_parquet(repo / "data" / "validated" / "items.parquet").shape[0] > 0
+    assert (repo / "models" / "onnx" / "model.onnx").stat().st_size > 0
 
 
 def test_failing_gate_stops_before_promotion(project, whole_run):
@@ -157,22 +190,59 @@ def test_failing_gate_stops_before_promotion(project, whole_run):
     assert states["gate"] == "failed"
     assert states["export"] == states["register"] == states["promote"] == "upstream_failed", states
     assert registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION) == before
-    gate = (project / "reports" / "gate.json").read_text()
-    assert '"passed": false' in gate and "eval.i2i.recall_at_10" in gate
+    from sail_core.pipeline import runs
+
+    record = runs.get(cfg, dr.run_id)
+    assert record.status == "failed" and record.tags["sail.failed_task"] == "gate"
+    # the steps it left out reused the data of the latest run that had it
+    first = runs.get(cfg, whole_run.run_id)
+    assert record.tags["sail.base_run"] == first.run_id
+    assert record.outputs["data/validated"] == first.outputs["data/validated"]
+    gate = registry.client().download_artifacts(record.mlflow_run_id, "gate/gate.json")
+    text = Path(gate).read_text()
+    assert '"passed": false' in text and "eval.i2i.recall_at_10" in text
 
 
-def test_contract_breach_stops_at_validation(project, whole_run):
-    items = project / "data" / "raw" / "items.parquet"
-    good_validated = pd.read_parquet(project / "data" / "validated" / "items.parquet")
-    df = pd.read_parquet(items).drop(columns=["title"])
-    df.to_parquet(items)
-    dr = _dag().test(run_conf={"profile": "tiny", "steps": ["validate", "version", "train", "evaluate", "gate",
-                                                           "export", "register", "promote"]})
+def test_contract_breach_stops_at_validation(project, whole_run, demo_data, tmp_path):
+    """Your own files with one out-of-range rating: ingest imports them, validation stops the run, the
+    quarantine holds the row, and the earlier runs' validated data is intact in the store."""
+    import yaml
+
+    from sail_core.config import load_config
+    from sail_core.pipeline import runs
+    from sail_core.pipeline.objects import ObjectStore
+    from sail_core.pipeline.workspace import Stores
+
+    files = tmp_path / "mine"
+    shutil.copytree(demo_data, files)
+    interactions = pd.read_parquet(files / "interactions.parquet")
+    interactions.loc[interactions.index[0], "rating"] = 9.0
+    interactions.to_parquet(files / "interactions.parquet")
+    shutil.rmtree(files / "pairs", ignore_errors=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["profiles"]["tiny_files"] = {**params["profiles"]["tiny"], "data": {
+        **params["profiles"]["tiny"].get("data", {}), "source": "files",
+        "items_file": str(files / "items.parquet"), "interactions_file": str(files / "interactions.parquet")}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        dr = _dag().test(run_conf={"profile": "tiny_files"})
+    finally:
+        del params["profiles"]["tiny_files"]
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     states = _states(dr)
     assert str(dr.state) == "failed"
-    assert states["check"] == "success" and states["ingest"] == "skipped" and states["validate"] == "failed"
+    assert states["check"] == "success" and states["ingest"] == "success" and states["validate"] == "failed"
     for task in ("version", *TRAIN, "evaluate", "gate", "export", "register", "promote"):
         assert states[task] == "upstream_failed", states
-    # the earlier validated data is intact
-    assert pd.read_parquet(project / "data" / "validated" / "items.parquet").equals(good_validated)
-    shutil.rmtree(project / "data" / "raw")
+    cfg = load_config(project / "params.yaml")
+    record = runs.get(cfg, dr.run_id)
+    assert record.status == "failed" and record.tags["sail.failed_task"] == "validate"
+    assert "data/validated" not in record.outputs  # nothing half-made is recorded
+    store = ObjectStore(Stores.of(cfg).objects, tmp_path / "cache")
+    quarantine = store.pull(record.outputs["data/quarantine"], tmp_path / "q")
+    bad = pd.read_parquet(quarantine / "interactions.parquet")
+    assert len(bad) == 1 and float(bad["rating"].iloc[0]) == 9.0  # the quarantine keeps values as read
+    # the earlier run's validated data is intact and fetchable
+    earlier = runs.get(cfg, whole_run.run_id)
+    good = store.pull(earlier.outputs["data/validated"], tmp_path / "good")
+    assert len(pd.read_parquet(good / "items.parquet")) > 0

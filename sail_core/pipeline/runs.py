@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from sail_core.config import Config, ConfigError
 from sail_core.pipeline import tracking
@@ -70,12 +71,28 @@ def list_runs(cfg: Config, limit: int = 1000) -> list[Run]:
 
 
 def get(cfg: Config, run_id: str) -> Run:
-    """A run by its pipeline run id or its MLflow run id; a clear error when there is none."""
-    for run in list_runs(cfg):
+    """A run by its pipeline run id or its MLflow run id (``last``: the newest); a clear error when there is none."""
+    found = list_runs(cfg)
+    if run_id == "last" and found:
+        return found[0]
+    for run in found:
         if run_id in (run.run_id, run.mlflow_run_id):
             return run
     raise ConfigError(f"no pipeline run {run_id!r} in MLflow experiment {cfg.registry.experiment!r} "
                       f"({tracking.tracking_uri()}); `sail runs list` shows the runs there")
+
+
+def checkout(cfg: Config, run: Run, dest: Path) -> dict[str, str]:
+    """Fetch every output folder of ``run`` from the object store into ``dest`` (``dest/data/validated``, ...)."""
+    from sail_core.paths import sail_home
+    from sail_core.pipeline.objects import ObjectStore
+    from sail_core.pipeline.workspace import Stores
+
+    stores = Stores.of(cfg)
+    store = ObjectStore(stores.objects, (stores.local_cache or sail_home() / "cache") / "objects")
+    for path, md5 in sorted(run.outputs.items()):
+        store.pull(md5, Path(dest) / path)
+    return {path: str(Path(dest) / path) for path in sorted(run.outputs)}
 
 
 def base_run(cfg: Config, needed: list[str], wanted: str | None, exclude: str | None = None) -> str:

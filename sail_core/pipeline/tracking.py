@@ -51,9 +51,17 @@ def ensure_experiment(name: str) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    from mlflow.exceptions import MlflowException
+
     artifacts = home().mlflow_artifacts
     artifacts.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    except MlflowException:  # another run created it a moment ago
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def git_sha(root: Path = REPO_ROOT) -> str:
