@@ -62,15 +62,17 @@ def _steps(params) -> list[str]:
     return [s for s in params["steps"] if s != "promote" or params["promote"]]
 
 
-def _in_workspace(step: str, task_id: str, call):
+def _in_workspace(step: str, task_id: str, call, stage: str | None = None):
     """Run ``call(cfg, ws, ctx)`` in this run's workspace, recorded in MLflow as task ``task_id``;
-    skip the step if the user left it out."""
+    skip the step if the user left it out (or the training ``stage`` if the run's profile does not list it)."""
     from sail_core.pipeline import tracking, workspace
 
     ctx = get_current_context()
     if step not in _steps(ctx["params"]):
         raise AirflowSkipException(f"step {step!r} not selected in this run's 'steps' parameter (or promote is off)")
     cfg = _config()
+    if stage is not None and stage not in [s.name for s in cfg.train.stages]:
+        raise AirflowSkipException(f"profile {cfg.profile!r} does not list training stage {stage!r}")
     with workspace.for_run(cfg, _run_id(ctx)) as ws, tracking.task(ws.mlflow_run_id, task_id):
         return call(cfg, ws, ctx)
 
@@ -154,12 +156,8 @@ def sail_pipeline():
             """One training stage, from the previous stage's model; retries resume from the last checkpoint."""
             from sail_core import pipeline
 
-            def call(cfg, ws, ctx):
-                if name not in [s.name for s in cfg.train.stages]:
-                    raise AirflowSkipException(f"profile {cfg.profile!r} does not list training stage {name!r}")
-                return pipeline.train_stage(cfg, ws, name, resume=ctx["ti"].try_number > 1)
-
-            return _in_workspace("train", f"train.{name}", call)
+            return _in_workspace("train", f"train.{name}", stage=name, call=lambda cfg, ws, ctx: pipeline.train_stage(
+                cfg, ws, name, resume=ctx["ti"].try_number > 1))
 
         return train_stage()
 

@@ -141,6 +141,7 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     assert not any((project / d).exists() for d in ("data", "models", "reports"))
     record = runs.get(cfg, dr.run_id)
     assert record.status == "succeeded" and record.mlflow_run_id == champ.run_id
+    assert "sail.task.train.stage2" not in record.tags and "sail.failed_task" not in record.tags
     assert set(record.task_seconds) == {"check", "ingest", "validate", "version", "train.stage1", "evaluate",
                                         "gate", "export", "register", "promote"}  # each task's wall time
 
