@@ -90,7 +90,12 @@ def test_demo_backward_reaches_trainable_parts_not_frozen_tower(demo):
     demo.train()
     demo.zero_grad()
     batch = collate(_samples(MODALITIES, rng, 64, "feats", n=3), demo.tokenizer, vision="pixels")
-    demo(batch).sum().backward()
+    # modality dropout off: with it, some torch seeds drop the audio of all three samples
+    dropout, demo.cfg.inputs.field_dropout = demo.cfg.inputs.field_dropout, 0.0
+    try:
+        demo(batch).sum().backward()
+    finally:
+        demo.cfg.inputs.field_dropout = dropout
     assert demo.perceiver.latents.grad is not None and demo.audio.adapter.net[1].weight.grad is not None
     assert all(p.grad is None for p in demo.vision_tower.parameters())
     assert not demo.vision_tower.training  # frozen tower stays in eval mode

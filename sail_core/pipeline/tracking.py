@@ -39,8 +39,16 @@ def configure() -> str:
     import mlflow
 
     uri = tracking_uri()
+    exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # MLflow also exports the URIs as environment variables; put the environment back as the user set it, so
+    # that a later SAIL_HOME (or a child process with its own SAIL_HOME) is not pinned to this store
+    for key, value in exported.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return uri
 
 
