@@ -1,4 +1,5 @@
-"""Where things live: the ``SAIL_HOME`` workspace, the pipeline's work folders, and free loopback ports.
+"""Where things live: the ``SAIL_HOME`` workspace, the pipeline's work folders, free loopback ports, and
+a file lock for processes that share a folder.
 
 ``SAIL_HOME`` (default ``.sail/`` in the repository, git-ignored) holds the
 services' state: Airflow home, MLflow store, DVC remote, Triton model
@@ -9,11 +10,13 @@ DVC tracks them.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from sail_core.config import REPO_ROOT
 
@@ -122,3 +125,17 @@ def free_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
             sock.bind((host, 0))
             ports.append(sock.getsockname()[1])
     return ports
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block: processes that share the
+    file take turns. Advisory (``fcntl.flock``), on this machine's file system."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

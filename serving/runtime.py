@@ -14,20 +14,18 @@ records the file's requirement lines, and a changed requirement rebuilds the ven
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from sail_core.paths import home
+from sail_core.paths import file_lock, home
 
 REQUIREMENTS = Path(__file__).resolve().parent / "triton-requirements.txt"
 MARKER = "sail-triton-runtime.json"
@@ -99,17 +97,6 @@ def runtime_dir() -> Path:
     return home().triton_runtime
 
 
-@contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _read_marker(venv: Path) -> dict | None:
     marker = venv / MARKER
     try:
@@ -166,7 +153,7 @@ def ensure_runtime() -> TritonRuntime:
     pinned = pinned_requirements()
     venv = venv_path()
     server_dir = runtime_dir()
-    with _lock(venv.parent / f".{venv.name}.lock"):
+    with file_lock(venv.parent / f".{venv.name}.lock"):
         marker = _read_marker(venv)
         if marker is None or marker.get("pinned") != pinned or not (venv / "bin" / "python").exists():
             marker = _create_venv(venv, pinned)

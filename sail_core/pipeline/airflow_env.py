@@ -54,7 +54,7 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def db_migrate() -> None:
     """Create or upgrade Airflow's SQLite database (idempotent; overlapping callers take turns)."""
-    from sail_core.pipeline.atomic import file_lock
+    from sail_core.paths import file_lock
 
     h = home()
     h.airflow.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Replace an output folder only once its new content is complete; take turns with a file lock.
+"""Replace an output folder only once its new content is complete.
 
 A failed step must leave the earlier output intact: steps write into a
 sibling temporary folder and swap it in at the end.
@@ -31,18 +31,3 @@ def replace_dir(target: Path) -> Iterator[Path]:
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
 
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) for the block: processes that share the
-    file take turns. Advisory (``fcntl.flock``), on this machine's file system."""
-    import fcntl
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -376,7 +376,7 @@ def promote(cfg: Config, model_version: int | None = None, ws: Workspace | None 
     serialised by a lock on the Triton model repository, so that overlapping runs take turns.
     """
     from sail_core.pipeline import registry
-    from sail_core.pipeline.atomic import file_lock
+    from sail_core.paths import file_lock
     from serving import promote as triton_promote
     from serving import server
 
@@ -405,7 +405,7 @@ def promote(cfg: Config, model_version: int | None = None, ws: Workspace | None 
 def rollback(cfg: Config) -> dict:
     """Return Triton and the ``champion`` alias to the previously served version."""
     from sail_core.pipeline import registry
-    from sail_core.pipeline.atomic import file_lock
+    from sail_core.paths import file_lock
     from serving import promote as triton_promote
 
     repo = home().triton_repo
