@@ -26,28 +26,34 @@ def tiny(tmp_path_factory):
     return cfg, data, cache, model_dir, root
 
 
-def test_evaluate_returns_all_keys_in_unit_interval(tiny):
+def test_evaluate_returns_all_keys_with_intervals(tiny):
     cfg, data, cache, model_dir, root = tiny
     out = root / "eval"
     result = evaluate(cfg, model_dir, data, out, cache_dir=cache)
     dims = [d for d in cfg.model.matryoshka_dims if d < 384]
-    expected = set()
-    for prefix in ("eval", "baseline"):
-        for task in cfg.eval.tasks:
-            for k in cfg.eval.ks:
-                expected.add(f"{prefix}.{task}.recall_at_{k}")
-                if task in ("i2i", "q2i"):
-                    expected.update(f"{prefix}.{task}.dim{d}.recall_at_{k}" for d in dims)
+    names = set()
+    for task in cfg.eval.tasks:
+        for k in cfg.eval.ks:
+            names.add(f"{task}.recall_at_{k}")
+            if task in ("i2i", "q2i"):
+                names.update(f"{task}.dim{d}.recall_at_{k}" for d in dims)
+    expected = {f"{prefix}.{n}{end}" for prefix in ("eval", "baseline", "delta") for n in names
+                for end in ("", "_ci_low", "_ci_high")}
     assert set(result) == expected
-    assert all(0.0 <= v <= 1.0 for v in result.values())
-    # the saved model *is* the seeded baseline, so trained == baseline exactly
+    for name in names:
+        for prefix in ("eval", "baseline"):
+            low, value, high = (result[f"{prefix}.{name}{e}"] for e in ("_ci_low", "", "_ci_high"))
+            assert 0.0 <= low <= value <= high <= 1.0, name
+    # the saved model *is* the seeded baseline, so trained == baseline exactly: a zero-width paired interval
     for task in cfg.eval.tasks:
         assert result[f"eval.{task}.recall_at_10"] == pytest.approx(result[f"baseline.{task}.recall_at_10"])
+        assert result[f"delta.{task}.recall_at_10_ci_low"] == result[f"delta.{task}.recall_at_10_ci_high"] == 0.0
     # recall grows with k; omni2omni is i2i with omni on both sides
     assert result["eval.i2i.recall_at_1"] <= result["eval.i2i.recall_at_10"] <= result["eval.i2i.recall_at_50"]
     assert result["eval.omni2omni.recall_at_10"] == pytest.approx(result["eval.i2i.recall_at_10"])
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(result)
     assert (out / "eval_report.md").exists() and (out / "recall.png").stat().st_size > 0
+    assert "95% bootstrap intervals" in (out / "eval_report.md").read_text()
 
 
 def test_held_out_items_are_test_only(tiny):
@@ -74,11 +80,15 @@ def test_task_without_modality_is_skipped_with_a_note(tiny, tmp_path):
 
 
 def test_report_table(tmp_path):
-    paths = write_report({"i2i.recall_at_10": 0.5, "i2i.dim64.recall_at_10": 0.25},
-                         {"i2i.recall_at_10": 0.375}, tmp_path, ["audio2text skipped: no audio"])
+    metrics = {"eval.i2i.recall_at_10": 0.5, "eval.i2i.recall_at_10_ci_low": 0.4, "eval.i2i.recall_at_10_ci_high": 0.6,
+               "baseline.i2i.recall_at_10": 0.375, "delta.i2i.recall_at_10": 0.125,
+               "delta.i2i.recall_at_10_ci_low": 0.05, "delta.i2i.recall_at_10_ci_high": 0.2,
+               "eval.i2i.dim64.recall_at_10": 0.25}
+    paths = write_report(metrics, tmp_path, ["audio2text skipped: no audio"])
     text = paths[0].read_text()
-    assert "| i2i | 10 | 0.5000 | 0.3750 | +0.1250 |" in text
-    assert "| i2i.dim64 | 10 | 0.2500 | n/a | n/a |" in text
+    assert ("| i2i | 10 | 0.5000 [0.4000, 0.6000] | 0.3750 [0.3750, 0.3750] | +0.1250 [+0.0500, +0.2000] | yes |"
+            in text)
+    assert "| i2i.dim64 | 10 | 0.2500 [0.2500, 0.2500] | n/a | n/a | n/a |" in text
     assert "- audio2text skipped: no audio" in text
     assert paths[1].name == "recall.png" and paths[1].stat().st_size > 0
 

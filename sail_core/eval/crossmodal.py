@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sail_core.config import Config
 from sail_core.data import schema
 from sail_core.eval.embed import SideEmbedder
-from sail_core.eval.recall import recall_at_k
+from sail_core.eval.recall import per_query_recall
 
 CROSS_MODAL = {"image2text": "image", "frames2text": "frames", "audio2text": "audio"}
 
@@ -48,8 +49,9 @@ def _instructions(cfg: Config, pattern: str) -> tuple[str, str] | None:
     return (best[0].query_instruction, best[0].target_instruction) if best else None
 
 
-def cross_modal(embed: SideEmbedder, data_dir: Path, cfg: Config, task: str, notes: list[str]) -> dict[str, float]:
-    """Recall@k of ``task`` in :data:`CROSS_MODAL`; {} (and a note) when it cannot be evaluated."""
+def cross_modal(embed: SideEmbedder, data_dir: Path, cfg: Config, task: str, notes: list[str]) -> dict[str, np.ndarray]:
+    """Per-query Recall@k of ``task`` in :data:`CROSS_MODAL` (the metric is their mean); {} (and a note)
+    when it cannot be evaluated."""
     modality = CROSS_MODAL[task]
     instr = _instructions(cfg, f"{modality}->text")
     if instr is None:
@@ -64,5 +66,5 @@ def cross_modal(embed: SideEmbedder, data_dir: Path, cfg: Config, task: str, not
         return {}
     corpus = embed(embed.item_sides(item_ids, "text", instr[1]), "embed item texts")
     q = embed(embed.item_sides(queries, modality, instr[0]), f"embed held-out {modality}")
-    rec = recall_at_k(q, corpus, [row[i] for i in queries], list(cfg.eval.ks))
-    return {f"{task}.recall_at_{k}": v for k, v in rec.items()}
+    rec = per_query_recall(q, corpus, [row[i] for i in queries], list(cfg.eval.ks))
+    return {f"{task}.recall_at_{k}": v.numpy() for k, v in rec.items()}

@@ -1,42 +1,79 @@
-"""Evaluation report: a markdown table (trained vs baseline) and a grouped bar chart."""
+"""Evaluation report: a markdown table (trained vs baseline, with 95% intervals) and a grouped bar chart."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-_NAME = re.compile(r"^(?P<task>.+?)\.recall_at_(?P<k>\d+)$")
+_NAME = re.compile(r"^eval\.(?P<task>.+?)\.recall_at_(?P<k>\d+)$")
 
 
-def _rows(metrics: dict[str, float], baseline: dict[str, float]) -> list[tuple[str, int, float, float | None]]:
-    rows = []
-    for name, value in metrics.items():
+@dataclass
+class Row:
+    task: str
+    k: int
+    trained: tuple[float, float, float]                  # value, ci_low, ci_high
+    baseline: tuple[float, float, float] | None
+    delta: tuple[float, float, float] | None              # trained - baseline, paired interval
+
+    @property
+    def beats(self) -> bool | None:
+        """True when the paired interval of the difference lies above 0, False below, None when it holds 0."""
+        if self.delta is None:
+            return None
+        _, low, high = self.delta
+        return True if low > 0 else False if high < 0 else None
+
+
+def _triple(metrics: dict[str, float], name: str) -> tuple[float, float, float] | None:
+    if name not in metrics:
+        return None
+    value = float(metrics[name])
+    return value, float(metrics.get(f"{name}_ci_low", value)), float(metrics.get(f"{name}_ci_high", value))
+
+
+def rows(metrics: dict[str, float]) -> list[Row]:
+    """One row per ``eval.<task>.recall_at_<k>`` of ``metrics`` (as :func:`~sail_core.eval.evaluate.evaluate`
+    returns them): full-dim tasks first, then their Matryoshka variants; k ascending."""
+    out = []
+    for name in metrics:
         m = _NAME.match(name)
-        if m:
-            rows.append((m["task"], int(m["k"]), float(value), baseline.get(name)))
-    # full-dim tasks first, then their Matryoshka variants; k ascending
-    return sorted(rows, key=lambda r: (r[0].split(".")[0], "." in r[0], r[0], r[1]))
+        if m and not name.endswith(("_ci_low", "_ci_high")):
+            rest = name[len("eval."):]
+            out.append(Row(m["task"], int(m["k"]), _triple(metrics, name), _triple(metrics, f"baseline.{rest}"),
+                           _triple(metrics, f"delta.{rest}")))
+    return sorted(out, key=lambda r: (r.task.split(".")[0], "." in r.task, r.task, r.k))
 
 
-def write_report(metrics: dict, baseline: dict, out_dir: Path, notes: list[str] | None = None) -> list[Path]:
+def _cell(t: tuple[float, float, float] | None, signed: bool = False) -> str:
+    if t is None:
+        return "n/a"
+    fmt = "{:+.4f}" if signed else "{:.4f}"
+    return f"{fmt.format(t[0])} [{fmt.format(t[1])}, {fmt.format(t[2])}]"
+
+
+def write_report(metrics: dict, out_dir: Path, notes: list[str] | None = None) -> list[Path]:
     """Write ``eval_report.md`` and ``recall.png`` to ``out_dir``; returns their paths.
 
-    ``metrics`` and ``baseline`` use unprefixed names (``"i2i.recall_at_10"``,
-    ``"i2i.dim128.recall_at_10"``) as returned by :func:`evaluate_model`; ``notes`` (skipped
-    tasks and why) are listed under the table.
+    ``metrics`` holds ``eval.*``, ``baseline.*`` and ``delta.*`` values with their ``_ci_low`` /
+    ``_ci_high`` (a value without them is shown with a zero-width interval); ``notes`` (skipped tasks and
+    why) are listed under the table.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _rows(metrics, baseline)
+    table = rows(metrics)
     lines = ["# Retrieval evaluation", "",
-             "Recall@k on held-out data; baseline = the untrained model (pretrained backbone, fresh "
-             "Perceiver/audio adapter). `dimN` = Matryoshka prefix; `<m>2text` = a held-out item's "
-             "<m> -> its own text among all items' texts.", "",
-             "| task | k | trained | baseline | delta |", "|---|---:|---:|---:|---:|"]
-    for task, k, value, base in rows:
-        b = "n/a" if base is None else f"{base:.4f}"
-        d = "n/a" if base is None else f"{value - base:+.4f}"
-        lines.append(f"| {task} | {k} | {value:.4f} | {b} | {d} |")
+             "Recall@k on held-out data, with 95% bootstrap intervals over queries; baseline = the untrained "
+             "model (pretrained backbone, fresh Perceiver/audio adapter), scored on the same queries; delta = "
+             "trained - baseline with its paired bootstrap interval (*beats*: the interval lies above 0). "
+             "`dimN` = Matryoshka prefix; `<m>2text` = a held-out item's <m> -> its own text among all items' "
+             "texts.", "",
+             "| task | k | trained | baseline | delta | beats |", "|---|---:|---:|---:|---:|---|"]
+    for r in table:
+        beats = {True: "yes", False: "worse", None: "-"}[r.beats] if r.delta is not None else "n/a"
+        lines.append(f"| {r.task} | {r.k} | {_cell(r.trained)} | {_cell(r.baseline)} | {_cell(r.delta, True)} "
+                     f"| {beats} |")
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     report = out_dir / "eval_report.md"
@@ -47,14 +84,21 @@ def write_report(metrics: dict, baseline: dict, out_dir: Path, notes: list[str] 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{t}\nR@{k}" for t, k, _, _ in rows]
-    x = list(range(len(rows)))
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 4), dpi=110)
+    def bars(get):
+        values = [get(r)[0] if get(r) else 0.0 for r in table]
+        errs = [[v - get(r)[1] if get(r) else 0.0 for v, r in zip(values, table)],
+                [get(r)[2] - v if get(r) else 0.0 for v, r in zip(values, table)]]
+        return values, errs
+
+    labels = [f"{r.task}\nR@{r.k}" for r in table]
+    x = list(range(len(table)))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(table) + 2), 4), dpi=110)
     w = 0.4
-    ax.bar([i - w / 2 for i in x], [r[2] for r in rows], w, label="trained")
-    ax.bar([i + w / 2 for i in x], [r[3] if r[3] is not None else 0.0 for r in rows], w, label="baseline")
+    for offset, label, get in ((-w / 2, "trained", lambda r: r.trained), (w / 2, "baseline", lambda r: r.baseline)):
+        values, errs = bars(get)
+        ax.bar([i + offset for i in x], values, w, yerr=errs, capsize=2, label=label)
     ax.set_xticks(x, labels, fontsize=7)
-    ax.set(ylabel="recall", ylim=(0, 1), title="Recall@k: trained vs untrained model")
+    ax.set(ylabel="recall (95% interval)", ylim=(0, 1), title="Recall@k: trained vs untrained model")
     ax.legend()
     fig.tight_layout()
     plot = out_dir / "recall.png"

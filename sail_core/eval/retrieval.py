@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sail_core.config import Config
@@ -72,8 +73,9 @@ def _task_recalls(embed: SideEmbedder, data_dir: Path, cfg: Config, names: list[
     return pooled
 
 
-def item_retrieval(embed: SideEmbedder, data_dir: Path, cfg: Config, task: str) -> dict[str, float]:
-    """Recall@k of ``task`` in {i2i, q2i, omni2omni}; see the module docstring for names."""
+def item_retrieval(embed: SideEmbedder, data_dir: Path, cfg: Config, task: str) -> dict[str, np.ndarray]:
+    """Per-query Recall@k of ``task`` in {i2i, q2i, omni2omni} (the metric is their mean); see the module
+    docstring for names."""
     data_dir = Path(data_dir)
     item_ids = list(embed.inputs.items)
     full = embed.model.dim
@@ -91,9 +93,9 @@ def item_retrieval(embed: SideEmbedder, data_dir: Path, cfg: Config, task: str) 
     if not pooled[dims[0]][ks[0]]:
         raise ValueError(f"no test pairs with item targets for task {task!r} (datasets {names}) in "
                          f"{data_dir}/pairs; the data split left nothing to evaluate")
-    metrics: dict[str, float] = {}
+    metrics: dict[str, np.ndarray] = {}
     for d in dims:
         prefix = task if d == full else f"{task}.dim{d}"
         for k in ks:
-            metrics[f"{prefix}.recall_at_{k}"] = float(torch.cat(pooled[d][k]).mean())
+            metrics[f"{prefix}.recall_at_{k}"] = torch.cat(pooled[d][k]).numpy()
     return metrics

@@ -33,9 +33,12 @@ class GateResult:
         lines = [f"gate {'passed' if self.passed else 'FAILED'} (reference: {self.reference})"]
         for c in self.checks:
             mark = "ok " if c["passed"] else "MISS"
+            interval = c.get("delta_ci")
             lines.append(
                 f"  [{mark}] {c['metric']}: candidate {c['candidate']:.4f} vs reference {c['reference']:.4f} "
-                f"(delta {c['delta']:+.4f}, required >= {c['min_delta']:+.4f}"
+                f"(delta {c['delta']:+.4f}"
+                + (f", paired 95% interval [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "")
+                + f", required >= {c['min_delta']:+.4f}"
                 + ("" if c["passed"] else f", missed by {c['min_delta'] - c['delta']:.4f}")
                 + ")"
             )
@@ -107,8 +110,10 @@ def check_gate(
                 raise ValueError(f"gate needs {key!r} as the reference but the run has no such metric")
             ref = candidate[key]
         delta = candidate[metric] - ref
-        checks.append(
-            {"metric": metric, "candidate": candidate[metric], "reference": ref, "delta": delta,
-             "min_delta": float(min_delta), "passed": delta >= float(min_delta) - 1e-12}
-        )
+        check = {"metric": metric, "candidate": candidate[metric], "reference": ref, "delta": delta,
+                 "min_delta": float(min_delta), "passed": delta >= float(min_delta) - 1e-12}
+        paired = "delta." + metric[len("eval."):]
+        if champion is None and f"{paired}_ci_low" in candidate:  # the baseline was scored on the same queries
+            check["delta_ci"] = [candidate[f"{paired}_ci_low"], candidate[f"{paired}_ci_high"]]
+        checks.append(check)
     return GateResult(all(c["passed"] for c in checks), reference_name, checks)
