@@ -110,7 +110,7 @@ def plan(cfg: Config, project_root: Path, keep_runs: int | None = None) -> Plan:
     if stores.local_cache is not None and (stores.local_cache / "runs").exists():
         p.local_runs = sorted(d for d in (stores.local_cache / "runs").iterdir() if d.name not in kept_keys)
 
-    cache_dir = (stores.local_cache or home().root / "cache") / "objects"
+    cache_dir = stores.object_cache
     store = ObjectStore(stores.objects, cache_dir)
     keep = store.closure({h for r in p.kept for h in r.outputs.values()} | _dvc_lock_hashes(project_root))
     p.objects = store.unreferenced(keep, "remote")
@@ -138,7 +138,7 @@ def apply(cfg: Config, p: Plan) -> dict:
         fs.rm(path, recursive=True)
     for folder in p.local_runs:
         shutil.rmtree(folder, ignore_errors=True)
-    store = ObjectStore(stores.objects, (stores.local_cache or home().root / "cache") / "objects")
+    store = ObjectStore(stores.objects, stores.object_cache)
     store.remove(p.objects, "remote")
     store.remove(p.cache_objects, "cache")
     if p.triton_versions:

@@ -84,12 +84,11 @@ def get(cfg: Config, run_id: str) -> Run:
 
 def checkout(cfg: Config, run: Run, dest: Path) -> dict[str, str]:
     """Fetch every output folder of ``run`` from the object store into ``dest`` (``dest/data/validated``, ...)."""
-    from sail_core.paths import sail_home
     from sail_core.pipeline.objects import ObjectStore
     from sail_core.pipeline.workspace import Stores
 
     stores = Stores.of(cfg)
-    store = ObjectStore(stores.objects, (stores.local_cache or sail_home() / "cache") / "objects")
+    store = ObjectStore(stores.objects, stores.object_cache)
     for path, md5 in sorted(run.outputs.items()):
         store.pull(md5, Path(dest) / path)
     return {path: str(Path(dest) / path) for path in sorted(run.outputs)}

@@ -199,13 +199,9 @@ def outputs_dvc(ws: Workspace, paths: list[str] | None = None) -> str:
     outs = [{"md5": recorded[p], "hash": "md5", "path": p} for p in (paths or recorded) if p in recorded]
     header = (f"# Outputs of run {ws.run_id}, by DVC hash. `dvc pull <this file>` in a DVC project whose\n"
               f"# default remote is {ws.stores.objects} fetches them.\n")
-    return header + yaml_dump({"outs": outs})
-
-
-def yaml_dump(tree) -> str:
     import yaml
 
-    return yaml.safe_dump(tree, sort_keys=False)
+    return header + yaml.safe_dump({"outs": outs}, sort_keys=False)
 
 
 # -------------------------------------------------------------------- model

@@ -69,6 +69,12 @@ class Stores:
             local_cache=None if cache == PER_TASK else Path(cache or home / "cache").resolve(),
         )
 
+    @property
+    def object_cache(self) -> Path:
+        """This machine's lasting object cache, for commands outside a task (``$SAIL_HOME/cache`` when the
+        tasks' caches are per task)."""
+        return (self.local_cache or sail_home() / "cache") / "objects"
+
 
 class Workspace:
     """One run's folders (``wd``) and how they reach the stores. ``stores`` is None for the project workspace."""
@@ -163,8 +169,11 @@ class Workspace:
         """Make the local folders ``paths`` (relative to the workspace) hold what this run recorded for them."""
         if self.is_project:
             return
+        from sail_core.pipeline import tracking
+
+        tags = tracking.run_tags(self.mlflow_run_id)
         for path in paths:
-            md5 = self.output_hash(path)
+            md5 = tags.get(OUT_TAG + path)
             if md5 is None:
                 raise FileNotFoundError(f"run {self.run_id!r} has no output {path!r} (no tag {OUT_TAG}{path} on MLflow "
                                         f"run {self.mlflow_run_id}); run the step that writes it first")
