@@ -26,9 +26,15 @@ class DataConfig(_Strict):
     interactions_file: str | None = Field(None, description="interactions CSV/parquet when source=files")
     pairs_dir: str | None = Field(None, description="optional folder of pair tables when source=files")
     seed: int = 0
-    max_items: int | None = Field(1000, ge=10, description="keep the most-rated items only; null = the whole catalogue")
+    max_items: int | None = Field(None, ge=10, description="keep the most-rated items only; null = the whole catalogue")
     max_users: int | None = Field(None, ge=5)
-    holdout_fraction: float = Field(0.15, gt=0.0, lt=0.9, description="share of items held out for evaluation")
+    holdout_fraction: float = Field(0.3, gt=0.0, lt=0.9, description=(
+        "share of items in the test split (the reported figures); never in a training pair or negative"))
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.9, description=(
+        "share of items in the validation split (balancing, mining, early checks; never reported)"))
+    train_time_fraction: float = Field(0.8, gt=0.0, lt=1.0, description=(
+        "per-user time cutoff for data derived from interactions: the share of each user's events (in time "
+        "order) before the cutoff; training uses only those, test targets come after it"))
     positive_rating: float = Field(4.0, ge=0.0, le=5.0, description="ratings at or above this are positive")
     copair_window_days: float = Field(7.0, gt=0.0, description="co-engagement window for copair_i2i")
     max_pairs_per_dataset: int = Field(20000, ge=10)
@@ -44,6 +50,9 @@ class DataConfig(_Strict):
     def _files_need_paths(self) -> "DataConfig":
         if self.source == "files" and not (self.items_file and self.interactions_file):
             raise ValueError("data.source=files needs data.items_file and data.interactions_file")
+        if self.holdout_fraction + self.val_fraction >= 0.9:
+            raise ValueError(f"data.holdout_fraction ({self.holdout_fraction}) + data.val_fraction ({self.val_fraction}) "
+                             "must stay below 0.9, or too few items are left to train on")
         return self
 
 
@@ -235,22 +244,29 @@ class TrainConfig(_Strict):
 
 ITEM_TASKS = {"i2i": "i2i", "q2i": "q2i", "omni2omni": "i2i"}   # eval task -> the dataset task it ranks
 CROSS_MODAL_TASKS = {"image2text": "image", "frames2text": "frames", "audio2text": "audio"}   # eval task -> query modality
-EvalTask = Literal["i2i", "q2i", "image2text", "frames2text", "audio2text", "omni2omni"]
+EvalTask = Literal["i2i", "q2i", "image2text", "frames2text", "audio2text", "omni2omni", "cls"]
+REFERENCE_TASKS = ("i2i", "q2i", "cls")   # the tasks the plain text reference can do (it reads item text only)
 
 
 class EvalConfig(_Strict):
     """Held-out evaluation: Recall@k for each of ``ks`` on each of ``tasks``."""
 
     ks: list[int] = Field(default_factory=lambda: [1, 10, 50])
+    label_ks: list[int] = Field(default_factory=lambda: [1, 3], description=(
+        "k of Recall@k for cls (an item -> its labels; few labels, so small k)"))
     tasks: list[EvalTask] = Field(
-        default_factory=lambda: ["i2i", "q2i", "image2text", "frames2text", "audio2text", "omni2omni"]
+        default_factory=lambda: ["i2i", "q2i", "image2text", "frames2text", "audio2text", "omni2omni", "cls"]
     )
     batch_size: int = Field(128, ge=1)
+    reference: bool = Field(True, description=(
+        "also score the plain text reference (all-MiniLM-L6-v2, mean pooling over title, year and genres, "
+        "no instruction) on the same queries of i2i, q2i and cls"))
 
     @model_validator(mode="after")
     def _distinct(self) -> "EvalConfig":
-        if not self.ks or min(self.ks) < 1 or len(set(self.ks)) != len(self.ks):
-            raise ValueError(f"eval.ks must be distinct positive integers, got {self.ks}")
+        for name, ks in (("ks", self.ks), ("label_ks", self.label_ks)):
+            if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+                raise ValueError(f"eval.{name} must be distinct positive integers, got {ks}")
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"eval.tasks must be non-empty and distinct, got {self.tasks}")
         return self
@@ -263,17 +279,22 @@ def eval_metric_names(eval_cfg: EvalConfig, model: ModelConfig) -> list[str]:
     smaller = [d for d in model.matryoshka_dims if d < width]
     names = []
     for task in eval_cfg.tasks:
-        names += [f"eval.{task}.recall_at_{k}" for k in eval_cfg.ks]
+        names += [f"eval.{task}.recall_at_{k}" for k in (eval_cfg.label_ks if task == "cls" else eval_cfg.ks)]
         if task in ("i2i", "q2i"):
             names += [f"eval.{task}.dim{d}.recall_at_{k}" for d in smaller for k in eval_cfg.ks]
     return names
 
 
 class GateMetric(_Strict):
-    """One gate check: ``metric`` of the candidate minus the reference's must be at least ``min_delta``."""
+    """One gate check on the paired 95% interval of ``metric`` (candidate minus reference, same queries).
+
+    ``rule: beats``: the whole interval lies above ``min_delta`` (with 0: the candidate beats the reference).
+    ``rule: not_worse``: the interval reaches above ``min_delta`` (with 0: not shown to be worse)."""
 
     metric: str = Field(description="a metric the evaluate step logs, e.g. eval.i2i.recall_at_10")
-    min_delta: float = Field(0.0, description="required improvement over the reference (negative: allowed loss)")
+    min_delta: float = Field(0.0, description="the margin the difference is compared with (negative: allowed loss)")
+    rule: Literal["beats", "not_worse"] = Field("beats", description=(
+        "beats: interval low > min_delta; not_worse: interval high > min_delta"))
 
 
 class GateConfig(_Strict):
@@ -284,6 +305,9 @@ class GateConfig(_Strict):
     metrics: list[GateMetric] = Field(default_factory=lambda: [
         GateMetric(metric=f"eval.{task}.recall_at_10", min_delta=0.0) for task in ("i2i", "image2text", "audio2text")
     ])
+    first_reference: Literal["untrained", "text_reference"] = Field("untrained", description=(
+        "the reference when no champion exists: the untrained model, or the plain text reference "
+        "(tasks it cannot do fall back to the untrained model)"))
 
     @model_validator(mode="after")
     def _distinct(self) -> "GateConfig":
@@ -331,6 +355,17 @@ class StoreConfig(_Strict):
     keep_runs: int = Field(5, ge=0, description="`sail gc` keeps the workspaces and files of the last N runs")
 
 
+class IndexConfig(_Strict):
+    """The catalogue index the ``index`` step builds with the candidate model (FAISS, inner product)."""
+
+    kind: Literal["flat", "ivf", "hnsw"] = Field("flat", description="flat = exact; ivf / hnsw = approximate")
+    nlist: int = Field(1024, ge=1, description="ivf: clusters (capped at catalogue size / 39)")
+    nprobe: int = Field(16, ge=1, description="ivf: clusters searched per query")
+    hnsw_m: int = Field(32, ge=4, description="hnsw: links per node")
+    ef_search: int = Field(128, ge=1, description="hnsw: search breadth")
+    batch_size: int = Field(256, ge=1, description="items embedded per batch, streamed to disk")
+
+
 class Config(_Strict):
     """The configuration of one profile: ``base`` merged with the profile and the overrides, checked."""
 
@@ -341,6 +376,7 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig
     eval: EvalConfig = EvalConfig()
+    index: IndexConfig = IndexConfig()
     gate: GateConfig = GateConfig()
     serve: ServeConfig = ServeConfig()
     registry: RegistryConfig = RegistryConfig()
