@@ -1,4 +1,4 @@
-"""SAIL-Embedding pipeline: check -> ingest -> validate -> version -> train -> evaluate -> gate -> export -> register -> promote.
+"""SAIL-Embedding pipeline: check -> ingest -> validate -> version -> train -> index -> evaluate -> gate -> export -> register -> promote.
 
 Every run has its own workspace, keyed by the Airflow run id, and its state lives in
 stores that every worker reaches: the folders a task writes go to the object store (a
@@ -162,15 +162,22 @@ def sail_pipeline():
         return train_stage()
 
     @task
+    def index() -> dict:
+        """Embed the whole catalogue with the candidate and build its FAISS index (served with the model)."""
+        from sail_core import pipeline
+
+        return _in_workspace("index", "index", lambda cfg, ws, ctx: pipeline.index(cfg, ws))
+
+    @task
     def evaluate() -> dict:
-        """Recall@K for the candidate and the untrained baseline; report and plot in MLflow."""
+        """Recall@K of the candidate, the untrained model and the plain text reference, with intervals."""
         from sail_core import pipeline
 
         return _in_workspace("evaluate", "evaluate", lambda cfg, ws, ctx: pipeline.evaluate(cfg, ws))
 
     @task
     def gate() -> dict:
-        """Fail (and stop promotion) when the candidate misses a threshold."""
+        """Re-score the champion on the same queries; fail (and stop promotion) when a threshold is missed."""
         from sail_core import pipeline
 
         return _in_workspace("gate", "gate", lambda cfg, ws, ctx: pipeline.gate(cfg, ws))
@@ -200,7 +207,7 @@ def sail_pipeline():
     with TaskGroup("train", tooltip="one task per training stage named in any profile, in order") as train:
         chain(*[train_task(name) for name in STAGES])
 
-    chain(check(), ingest(), validate(), version(), train, evaluate(), gate(), export(), register(), promote())
+    chain(check(), ingest(), validate(), version(), train, index(), evaluate(), gate(), export(), register(), promote())
 
 
 sail_pipeline()

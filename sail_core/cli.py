@@ -229,8 +229,16 @@ def train(
 
 
 @app.command()
+def index():
+    """Embed the whole catalogue with the trained model and build its FAISS index (models/index)."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.index, _run(_cfg), _ws()))
+
+
+@app.command()
 def evaluate():
-    """Recall@K for the trained model and the untrained baseline; report and plot."""
+    """Recall@K of the trained model, the untrained model and the plain text reference; report and plot."""
     from sail_core import pipeline
 
     _print(_run(pipeline.evaluate, _run(_cfg), _ws()))
@@ -238,7 +246,8 @@ def evaluate():
 
 @app.command()
 def gate():
-    """Compare the candidate with the champion (or the baseline); exit 1 when a threshold is missed.
+    """Compare the candidate with the champion re-scored on the same queries (or the first reference);
+    exit 1 when a threshold is missed.
 
     The thresholds are gate.metrics, e.g. --set gate.metrics.0.min_delta=0.02, or
     --set 'gate.metrics=[{metric: eval.i2i.recall_at_10, min_delta: 0.02}]'.
@@ -324,6 +333,28 @@ def embed(
     vec = _run(client.embed_files, text, image, audio, dim, cfg.serve, protocol, frame or None)
     typer.echo(json.dumps({"dim": len(vec), "norm": round(float((vec**2).sum() ** 0.5), 6),
                            "embedding": [round(float(x), 6) for x in vec]}))
+
+
+@app.command()
+def similar(
+    item_id: str = typer.Argument(..., help="a catalogue item id"),
+    k: int = typer.Option(10, "-k", help="how many items"),
+):
+    """The items nearest ITEM_ID, from the catalogue index of the model Triton serves."""
+    from serving import catalogue
+
+    _print(_run(catalogue.similar, item_id, k, _run(_cfg).serve))
+
+
+@app.command()
+def search(
+    text: str = typer.Argument(..., help="a free-text query"),
+    k: int = typer.Option(10, "-k", help="how many items"),
+):
+    """The items nearest TEXT: encoded by the served model on Triton, searched in that model's catalogue index."""
+    from serving import catalogue
+
+    _print(_run(catalogue.search, text, k, _run(_cfg).serve))
 
 
 # ------------------------------------------------------------ orchestration

@@ -1,47 +1,83 @@
-"""Gate arithmetic on hand-made numbers, and the thresholds' two spellings (list and mapping)."""
+"""Gate arithmetic on hand-made per-query values (paired intervals, the two rules, masks, fallback), and the
+thresholds' two spellings (list and mapping)."""
 
+import numpy as np
 import pytest
 
 from sail_core.config import ConfigError, GateMetric, load_config
-from sail_core.pipeline.gating import baseline_key, check_gate, gate_metrics, gate_overrides
+from sail_core.eval.intervals import paired_interval
+from sail_core.pipeline.gating import check_gate, gate_metrics, gate_overrides
 
 
-def _gm(metric: str, min_delta: float) -> list[GateMetric]:
-    return [GateMetric(metric=metric, min_delta=min_delta)]
+def _gm(metric: str, min_delta: float, rule: str = "beats") -> list[GateMetric]:
+    return [GateMetric(metric=metric, min_delta=min_delta, rule=rule)]
 
 
-def test_against_baseline_passes_and_fails_with_margin():
-    cand = {"eval.i2i.recall_at_10": 0.30, "baseline.i2i.recall_at_10": 0.20}
-    ok = check_gate(cand, _gm("eval.i2i.recall_at_10", 0.05))
-    assert ok.passed and ok.reference == "baseline"
-    assert ok.checks[0]["delta"] == pytest.approx(0.10)
-    miss = check_gate(cand, _gm("eval.i2i.recall_at_10", 0.15))
-    assert not miss.passed
-    assert "missed by 0.0500" in miss.summary() and "eval.i2i.recall_at_10" in miss.summary()
+RNG = np.random.default_rng(0)
+BETTER = (RNG.random(400) < 0.6).astype(float)           # candidate hits on 60% of queries
+WORSE = np.where(RNG.random(400) < 0.5, 0.0, BETTER)      # the reference misses half of those
 
 
-def test_against_champion_uses_champion_value():
-    cand = {"eval.q2i.recall_at_1": 0.40, "baseline.q2i.recall_at_1": 0.10}
-    res = check_gate(cand, _gm("eval.q2i.recall_at_1", 0.0), champion={"eval.q2i.recall_at_1": 0.45},
-                     champion_label="champion v2")
-    assert not res.passed and res.reference == "champion v2"
-    assert res.checks[0]["delta"] == pytest.approx(-0.05)
+def test_beats_needs_the_whole_paired_interval_above_min_delta():
+    low, high = paired_interval(BETTER, WORSE)
+    assert 0 < low < high
+    ok = check_gate({"i2i.recall_at_10": BETTER}, {"i2i.recall_at_10": WORSE}, _gm("eval.i2i.recall_at_10", 0.0),
+                    "untrained model")
+    assert ok.passed and ok.reference == "untrained model"
+    c = ok.checks[0]
+    assert c["delta"] == pytest.approx(BETTER.mean() - WORSE.mean()) and c["delta_ci"] == [low, high]
+    assert c["queries"] == 400 and c["excluded"] == 0
+    miss = check_gate({"i2i.recall_at_10": BETTER}, {"i2i.recall_at_10": WORSE},
+                      _gm("eval.i2i.recall_at_10", low + 0.001))
+    assert not miss.passed and "MISS" in miss.summary() and "interval low >" in miss.summary()
+
+
+def test_a_tie_does_not_beat_but_is_not_worse():
+    same = {"i2i.recall_at_10": BETTER}
+    assert not check_gate(same, same, _gm("eval.i2i.recall_at_10", 0.0)).passed
+    assert check_gate(same, same, _gm("eval.i2i.recall_at_10", -0.01, "not_worse")).passed
+    worse = check_gate({"i2i.recall_at_10": WORSE}, {"i2i.recall_at_10": BETTER},
+                       _gm("eval.i2i.recall_at_10", 0.0, "not_worse"))
+    assert not worse.passed  # shown to be worse: the whole interval is below 0
+
+
+def test_masked_queries_are_left_out_of_the_comparison():
+    cand, ref = BETTER.copy(), WORSE.copy()
+    ref[:100] = 1.0                       # the reference "knows" the first 100 queries (it trained on them)
+    keep = np.arange(400) >= 100
+    res = check_gate({"i2i.recall_at_10": cand}, {"i2i.recall_at_10": ref}, _gm("eval.i2i.recall_at_10", 0.0),
+                     "champion v1 (re-scored)", keep={"i2i": keep})
+    c = res.checks[0]
+    assert c["queries"] == 300 and c["excluded"] == 100
+    assert c["delta"] == pytest.approx(cand[100:].mean() - ref[100:].mean())
+    assert "100 queries left out" in res.summary()
+
+
+def test_a_metric_the_reference_lacks_falls_back():
+    res = check_gate({"audio2text.recall_at_10": BETTER}, {}, _gm("eval.audio2text.recall_at_10", 0.0),
+                     "text reference", fallback={"audio2text.recall_at_10": WORSE})
+    assert res.passed and res.checks[0]["reference_name"] == "untrained model"
+
+
+def test_different_queries_are_refused():
+    with pytest.raises(ValueError, match="same queries"):
+        check_gate({"i2i.recall_at_10": BETTER}, {"i2i.recall_at_10": WORSE[:10]}, _gm("eval.i2i.recall_at_10", 0.0))
 
 
 def test_profile_gate_metrics_drive_the_check():
-    cfg = load_config(profile="tiny")
-    cand = {}
-    for m in cfg.gate.metrics:
-        cand[m.metric], cand[baseline_key(m.metric)] = 0.1, 0.5
-    res = check_gate(cand, cfg.gate.metrics)  # tiny allows a loss of up to 1.0
-    assert res.passed and [c["metric"] for c in res.checks] == [m.metric for m in cfg.gate.metrics]
+    cfg = load_config(profile="demo")
+    cand = {m.metric[len("eval."):]: WORSE for m in cfg.gate.metrics}
+    ref = {m.metric[len("eval."):]: BETTER for m in cfg.gate.metrics}
+    res = check_gate(cand, ref, cfg.gate.metrics)
+    assert [c["metric"] for c in res.checks] == [m.metric for m in cfg.gate.metrics] and not res.passed
 
 
 def test_unknown_metric_is_a_clear_error():
     with pytest.raises(ValueError, match="was not computed"):
-        check_gate({"eval.i2i.recall_at_10": 0.1}, _gm("eval.i2i.recall_at_99", 0.0))
+        check_gate({"i2i.recall_at_10": BETTER}, {}, _gm("eval.q2i.recall_at_10", 0.0))
     with pytest.raises(ValueError, match="must start with 'eval.'"):
-        baseline_key("i2i.recall_at_10")
+        check_gate({"i2i.recall_at_10": BETTER}, {}, _gm("i2i.recall_at_10", 0.0))
+
 
 
 def test_gate_metrics_reads_list_and_mapping_forms():

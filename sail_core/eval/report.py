@@ -1,4 +1,5 @@
-"""Evaluation report: a markdown table (trained vs baseline, with 95% intervals) and a grouped bar chart."""
+"""Evaluation report: a markdown table (trained vs the untrained baseline and the plain text reference, with
+95% intervals and paired differences) and a grouped bar chart."""
 
 from __future__ import annotations
 
@@ -16,14 +17,20 @@ class Row:
     trained: tuple[float, float, float]                  # value, ci_low, ci_high
     baseline: tuple[float, float, float] | None
     delta: tuple[float, float, float] | None              # trained - baseline, paired interval
+    reference: tuple[float, float, float] | None = None   # the plain text reference
+    vs_reference: tuple[float, float, float] | None = None  # trained - reference, paired interval
 
     @property
     def beats(self) -> bool | None:
-        """True when the paired interval of the difference lies above 0, False below, None when it holds 0."""
-        if self.delta is None:
-            return None
-        _, low, high = self.delta
-        return True if low > 0 else False if high < 0 else None
+        return verdict(self.delta)
+
+
+def verdict(delta: tuple[float, float, float] | None) -> bool | None:
+    """True when the paired interval of a difference lies above 0, False below, None when it holds 0."""
+    if delta is None:
+        return None
+    _, low, high = delta
+    return True if low > 0 else False if high < 0 else None
 
 
 def _triple(metrics: dict[str, float], name: str) -> tuple[float, float, float] | None:
@@ -42,7 +49,8 @@ def rows(metrics: dict[str, float]) -> list[Row]:
         if m and not name.endswith(("_ci_low", "_ci_high")):
             rest = name[len("eval."):]
             out.append(Row(m["task"], int(m["k"]), _triple(metrics, name), _triple(metrics, f"baseline.{rest}"),
-                           _triple(metrics, f"delta.{rest}")))
+                           _triple(metrics, f"delta.{rest}"), _triple(metrics, f"reference.{rest}"),
+                           _triple(metrics, f"vs_reference.{rest}")))
     return sorted(out, key=lambda r: (r.task.split(".")[0], "." in r.task, r.task, r.k))
 
 
@@ -64,16 +72,26 @@ def write_report(metrics: dict, out_dir: Path, notes: list[str] | None = None) -
     out_dir.mkdir(parents=True, exist_ok=True)
     table = rows(metrics)
     lines = ["# Retrieval evaluation", "",
-             "Recall@k on held-out data, with 95% bootstrap intervals over queries; baseline = the untrained "
-             "model (pretrained backbone, fresh Perceiver/audio adapter), scored on the same queries; delta = "
-             "trained - baseline with its paired bootstrap interval (*beats*: the interval lies above 0). "
-             "`dimN` = Matryoshka prefix; `<m>2text` = a held-out item's <m> -> its own text among all items' "
-             "texts.", "",
-             "| task | k | trained | baseline | delta | beats |", "|---|---:|---:|---:|---:|---|"]
+             "Recall@k on the test items, with 95% bootstrap intervals over queries. *untrained* = the model "
+             "training starts from (pretrained backbone, fresh Perceiver/audio adapter); *text reference* = "
+             "plain all-MiniLM-L6-v2 (sentence-transformers, mean pooling) on the item text, no instruction, "
+             "on the tasks it can do. All are scored on the same queries; each difference (trained - other) has "
+             "its paired bootstrap interval: *yes* = it lies above 0, *worse* = below 0, *-* = it holds 0. "
+             "`dimN` = Matryoshka prefix; `<m>2text` = a test item's <m> -> its own text among all items' "
+             "texts; `cls` = a test item -> its genres among all genre labels.", "",
+             "| task | k | trained | untrained | trained - untrained | beats | text reference "
+             "| trained - reference | beats |", "|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    mark = {True: "yes", False: "worse", None: "-"}
     for r in table:
-        beats = {True: "yes", False: "worse", None: "-"}[r.beats] if r.delta is not None else "n/a"
+        beats = mark[r.beats] if r.delta is not None else "n/a"
+        beats_ref = mark[verdict(r.vs_reference)] if r.vs_reference is not None else "n/a"
         lines.append(f"| {r.task} | {r.k} | {_cell(r.trained)} | {_cell(r.baseline)} | {_cell(r.delta, True)} "
-                     f"| {beats} |")
+                     f"| {beats} | {_cell(r.reference)} | {_cell(r.vs_reference, True)} | {beats_ref} |")
+    counts = sorted(n[len("eval."):-len(".queries")] for n in metrics if n.startswith("eval.") and n.endswith(".queries"))
+    if counts:
+        lines += ["", "Queries per task (distinct test items behind them):", ""]
+        lines += [f"- {t}: {int(metrics[f'eval.{t}.queries'])} queries "
+                  f"({int(metrics.get(f'eval.{t}.held_out_items', 0))} test items)" for t in counts]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     report = out_dir / "eval_report.md"
@@ -93,12 +111,14 @@ def write_report(metrics: dict, out_dir: Path, notes: list[str] | None = None) -
     labels = [f"{r.task}\nR@{r.k}" for r in table]
     x = list(range(len(table)))
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(table) + 2), 4), dpi=110)
-    w = 0.4
-    for offset, label, get in ((-w / 2, "trained", lambda r: r.trained), (w / 2, "baseline", lambda r: r.baseline)):
+    w = 0.28
+    series = (("trained", lambda r: r.trained), ("untrained", lambda r: r.baseline),
+              ("text reference", lambda r: r.reference))
+    for j, (label, get) in enumerate(series):
         values, errs = bars(get)
-        ax.bar([i + offset for i in x], values, w, yerr=errs, capsize=2, label=label)
+        ax.bar([i + (j - 1) * w for i in x], values, w, yerr=errs, capsize=2, label=label)
     ax.set_xticks(x, labels, fontsize=7)
-    ax.set(ylabel="recall (95% interval)", ylim=(0, 1), title="Recall@k: trained vs untrained model")
+    ax.set(ylabel="recall (95% interval)", ylim=(0, 1), title="Recall@k: trained vs untrained model vs plain text reference")
     ax.legend()
     fig.tight_layout()
     plot = out_dir / "recall.png"

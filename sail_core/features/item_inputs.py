@@ -100,7 +100,7 @@ class ItemInputs:
 
     def __init__(self, items: dict[str, Item], data_dir: str | os.PathLike, cfg: ModelConfig,
                  cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                 feature_threads: int | None = None):
+                 feature_threads: int | None = None, media_features: bool = True):
         self.items = items
         self.data_dir = Path(data_dir)
         self.cfg = cfg
@@ -111,7 +111,7 @@ class ItemInputs:
         audios = [it.audio for it in items.values() if it.audio]
         images = images if self.vision == "features" else []
         audios = audios if self.audio_kind == "feats" else []
-        if images or audios:
+        if (images or audios) and media_features:  # False: items and paths only (a caller that decodes media itself)
             from sail_core.features.media_cache import load_media_features
 
             self.features = load_media_features(self.data_dir, images, audios, cache_dir, cfg.vision.image_size,
@@ -119,7 +119,7 @@ class ItemInputs:
 
     @classmethod
     def from_data_dir(cls, data_dir: str | os.PathLike, cfg: ModelConfig, cache_dir=None, progress: bool = True,
-                      feature_threads: int | None = None) -> "ItemInputs":
+                      feature_threads: int | None = None, media_features: bool = True) -> "ItemInputs":
         from sail_core.data import schema
         from sail_core.data.pair_data import plain_nulls
 
@@ -127,7 +127,7 @@ class ItemInputs:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; build the data first (`sail ingest`) or pass the right data folder")
         return cls(items_from_frame(plain_nulls(pd.read_parquet(path))), data_dir, cfg, cache_dir, progress,
-                   feature_threads)
+                   feature_threads, media_features)
 
     @property
     def collate_modes(self) -> dict[str, str]:

@@ -6,6 +6,7 @@ from sail_core.pipeline.steps import (  # noqa: F401
     evaluate,
     export,
     gate,
+    index,
     ingest,
     promote,
     register,

@@ -34,8 +34,8 @@ def train_stage_names(cfg: Config) -> list[str]:
 
 
 def model_stages(cfg: Config) -> list[str]:
-    """The DVC stages that produce the model outputs: every training stage, evaluate, export."""
-    return [*train_stage_names(cfg), "evaluate", "export"]
+    """The DVC stages that produce the model outputs: every training stage, index, evaluate, export."""
+    return [*train_stage_names(cfg), "index", "evaluate", "export"]
 
 
 def dvc_section(cfg: Config) -> dict:

@@ -1,9 +1,10 @@
-"""The evaluation gate: candidate metrics against the champion's, or the untrained baseline's.
+"""The evaluation gate: the candidate against the champion re-scored on the same queries (else the untrained
+model or the plain text reference), by paired bootstrap intervals of the difference.
 
 The module is ``gating``, not ``gate``: ``sail_core.pipeline.gate`` is the gate step, and a submodule of that
 name would replace it on the package once imported.
 
-Thresholds are ``gate.metrics``: a list of ``{metric, min_delta}``. :func:`gate_metrics` also
+Thresholds are ``gate.metrics``: a list of ``{metric, min_delta, rule}``. :func:`gate_metrics` also
 reads the ``{metric: min_delta}`` mapping that a form (the DAG's ``gate_thresholds``) gives, and
 :func:`gate_overrides` turns either into the override that :func:`sail_core.config.load_config` takes.
 """
@@ -14,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from sail_core.config import ConfigError, GateMetric
+from sail_core.eval.intervals import paired_interval
 
 
 class GateFailed(RuntimeError):
@@ -26,30 +29,22 @@ class GateFailed(RuntimeError):
 @dataclass
 class GateResult:
     passed: bool
-    reference: str                      # "champion v3" or "baseline"
+    reference: str                      # "champion v3 (re-scored)", "untrained model", "text reference"
     checks: list[dict] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"gate {'passed' if self.passed else 'FAILED'} (reference: {self.reference})"]
         for c in self.checks:
             mark = "ok " if c["passed"] else "MISS"
-            interval = c.get("delta_ci")
+            low, high = c["delta_ci"]
+            need = (f"interval low > {c['min_delta']:+.4f}" if c["rule"] == "beats"
+                    else f"interval high > {c['min_delta']:+.4f}")
             lines.append(
-                f"  [{mark}] {c['metric']}: candidate {c['candidate']:.4f} vs reference {c['reference']:.4f} "
-                f"(delta {c['delta']:+.4f}"
-                + (f", paired 95% interval [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "")
-                + f", required >= {c['min_delta']:+.4f}"
-                + ("" if c["passed"] else f", missed by {c['min_delta'] - c['delta']:.4f}")
-                + ")"
-            )
+                f"  [{mark}] {c['metric']}: candidate {c['candidate']:.4f} vs {c['reference_name']} {c['reference']:.4f} "
+                f"on {c['queries']} queries: delta {c['delta']:+.4f}, paired 95% interval [{low:+.4f}, {high:+.4f}]; "
+                f"rule {c['rule']}: {need}"
+                + (f"; {c['excluded']} queries left out (items the reference trained on)" if c.get("excluded") else ""))
         return "\n".join(lines)
-
-
-def baseline_key(metric: str) -> str:
-    """``eval.i2i.recall_at_10`` -> ``baseline.i2i.recall_at_10``."""
-    if not metric.startswith("eval."):
-        raise ValueError(f"gate metric {metric!r} must start with 'eval.' (e.g. eval.i2i.recall_at_10)")
-    return "baseline." + metric[len("eval.") :]
 
 
 def gate_metrics(value: Sequence[GateMetric | Mapping[str, Any]] | Mapping[str, float] | None) -> list[GateMetric]:
@@ -58,7 +53,7 @@ def gate_metrics(value: Sequence[GateMetric | Mapping[str, Any]] | Mapping[str, 
     if not value:
         return []
     if isinstance(value, Mapping):
-        if set(value) <= {"metric", "min_delta"}:
+        if set(value) <= {"metric", "min_delta", "rule"}:
             value = [value]  # one entry of the list form, not a mapping of metric names
         else:
             value = [{"metric": str(k), "min_delta": v} for k, v in value.items()]
@@ -85,35 +80,46 @@ def gate_overrides(value: Sequence[GateMetric | Mapping[str, Any]] | Mapping[str
 
 
 def check_gate(
-    candidate: dict[str, float],
+    candidate: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
     thresholds: Sequence[GateMetric | Mapping[str, Any]] | Mapping[str, float],
-    champion: dict[str, float] | None = None,
-    champion_label: str = "champion",
+    reference_label: str = "reference",
+    keep: Mapping[str, np.ndarray] | None = None,
+    fallback: dict[str, np.ndarray] | None = None,
+    fallback_label: str = "untrained model",
 ) -> GateResult:
-    """Every threshold's ``metric`` must satisfy ``candidate - reference >= min_delta``.
+    """Check every threshold on the paired bootstrap interval of candidate - reference, query by query.
 
-    ``thresholds`` is ``cfg.gate.metrics`` (or anything :func:`gate_metrics` reads). The
-    reference is the champion's value of the same metric when a champion exists,
-    otherwise the ``baseline.*`` value logged in the candidate's own run.
+    ``candidate`` / ``reference``: per-query values by unprefixed metric name (``i2i.recall_at_10``),
+    the same queries in the same order. ``keep`` (per task, a boolean mask over its queries) leaves
+    out queries the reference must not be judged on. A metric the reference lacks is compared with
+    ``fallback`` (the untrained model, for a task the text reference cannot do). ``rule: beats`` passes
+    when the interval's low end is above ``min_delta``; ``not_worse`` when its high end is.
     """
-    reference_name = champion_label if champion is not None else "baseline"
     checks = []
     for gate in gate_metrics(thresholds):
-        metric, min_delta = gate.metric, gate.min_delta
-        if metric not in candidate:
-            raise ValueError(f"gate metric {metric!r} was not computed; available: {', '.join(sorted(candidate))}")
-        if champion is not None and metric in champion:
-            ref = champion[metric]
-        else:
-            key = baseline_key(metric)
-            if key not in candidate:
-                raise ValueError(f"gate needs {key!r} as the reference but the run has no such metric")
-            ref = candidate[key]
-        delta = candidate[metric] - ref
-        check = {"metric": metric, "candidate": candidate[metric], "reference": ref, "delta": delta,
-                 "min_delta": float(min_delta), "passed": delta >= float(min_delta) - 1e-12}
-        paired = "delta." + metric[len("eval."):]
-        if champion is None and f"{paired}_ci_low" in candidate:  # the baseline was scored on the same queries
-            check["delta_ci"] = [candidate[f"{paired}_ci_low"], candidate[f"{paired}_ci_high"]]
-        checks.append(check)
-    return GateResult(all(c["passed"] for c in checks), reference_name, checks)
+        if not gate.metric.startswith("eval."):
+            raise ValueError(f"gate metric {gate.metric!r} must start with 'eval.' (e.g. eval.i2i.recall_at_10)")
+        name = gate.metric[len("eval."):]
+        if name not in candidate:
+            raise ValueError(f"gate metric {gate.metric!r} was not computed; available: "
+                             f"{', '.join('eval.' + n for n in sorted(candidate))}")
+        ref, label = (reference, reference_label) if name in reference else (fallback or {}, fallback_label)
+        if name not in ref:
+            raise ValueError(f"gate needs {name!r} of the {reference_label} as the reference, and it was not scored")
+        a, b = np.asarray(candidate[name], dtype=float), np.asarray(ref[name], dtype=float)
+        if a.shape != b.shape:
+            raise ValueError(f"gate metric {gate.metric!r}: the candidate has {a.size} queries and the {label} "
+                             f"{b.size}; they must be scored on the same queries")
+        mask = np.ones(a.size, dtype=bool) if keep is None or name.split(".")[0] not in keep else keep[name.split(".")[0]]
+        if not mask.any():
+            raise ValueError(f"gate metric {gate.metric!r}: every query involves items the {label} trained on, "
+                             "so nothing is left to compare; gate on another metric or retrain the champion")
+        low, high = paired_interval(a[mask], b[mask])
+        delta = float(a[mask].mean() - b[mask].mean())
+        bound = low if gate.rule == "beats" else high
+        checks.append({"metric": gate.metric, "rule": gate.rule, "min_delta": float(gate.min_delta),
+                       "reference_name": label, "candidate": float(a[mask].mean()), "reference": float(b[mask].mean()),
+                       "delta": delta, "delta_ci": [low, high], "queries": int(mask.sum()),
+                       "excluded": int((~mask).sum()), "passed": bool(bound > float(gate.min_delta))})
+    return GateResult(all(c["passed"] for c in checks), reference_label, checks)

@@ -25,22 +25,24 @@ from sail_core.pipeline.workspace import OUT_TAG, Workspace
 
 console = Console(stderr=True, soft_wrap=True)
 
-STEPS = ["ingest", "validate", "version", "train", "evaluate", "gate", "export", "register", "promote"]
+STEPS = ["ingest", "validate", "version", "train", "index", "evaluate", "gate", "export", "register", "promote"]
 DATA_STAGES = ["ingest", "validate"]
 
 
 def outputs(cfg: Config) -> dict[str, list[str]]:
     """The folders each step writes, relative to the workspace (the DVC outs of dvc.yaml)."""
     return {"ingest": ["data/raw"], "validate": ["data/validated", "data/quarantine"],
-            "train": [f"models/{s.name}" for s in cfg.train.stages], "evaluate": ["reports/eval"],
-            "export": ["models/onnx"]}
+            "train": [f"models/{s.name}" for s in cfg.train.stages], "index": ["models/index"],
+            "evaluate": ["reports/eval"], "export": ["models/onnx"]}
 
 
 def inputs(cfg: Config) -> dict[str, list[str]]:
     """The folders each step reads (a training stage also reads the stage before it)."""
     final = _final_model(cfg)
     return {"validate": ["data/raw"], "version": ["data/validated"], "train": ["data/validated"],
-            "evaluate": ["data/validated", final], "export": [final], "register": ["models/onnx"]}
+            "index": ["data/validated", final], "evaluate": ["data/validated", final, "models/index"],
+            "gate": ["data/validated", "reports/eval"], "export": [final], "register": ["models/onnx", "models/index"],
+            "promote": []}
 
 
 def task_names(cfg: Config, steps: list[str]) -> list[str]:
@@ -74,6 +76,9 @@ def check(cfg: Config, ws: Workspace, steps: list[str], tags: dict[str, str] | N
     if "gate" in steps and "evaluate" not in steps:
         raise ConfigError("steps: 'gate' compares this run's evaluation with the champion's, so it needs 'evaluate' "
                           "in the same run; add 'evaluate' to steps")
+    if "train" in steps and {"evaluate", "register"} & set(steps) and "index" not in steps:
+        raise ConfigError("steps: a run that trains a model must index the catalogue with it before it evaluates or "
+                          "registers it (the index is versioned and served with the model); add 'index' to steps")
     produced = {p for step in steps for p in outputs(cfg).get(step, [])}
     needed = sorted({p for step in steps for p in inputs(cfg).get(step, [])} - produced)
     if "train" in steps:
@@ -270,47 +275,100 @@ def train_stage(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> 
     return {"run_id": ws.mlflow_run_id, "stage": name, "summary": summary}
 
 
-def evaluate(cfg: Config, ws: Workspace) -> dict:
-    """Recall@K of the trained model and of the untrained baseline; report + plot to MLflow."""
-    import mlflow
-
-    from sail_core.eval.evaluate import evaluate as run_eval
+def index(cfg: Config, ws: Workspace) -> dict:
+    """Embed the whole catalogue with the candidate model (batches streamed to disk) and build its FAISS index
+    into ``models/index``; logged to MLflow (artifact ``index/``) and versioned with the model."""
+    from sail_core.eval.catalogue_index import build_catalogue, model_fingerprint
+    from sail_core.features.item_inputs import ItemInputs
+    from sail_core.model.omni import load_model
     from sail_core.pipeline import tracking
+    from sail_core.pipeline.atomic import replace_dir
 
     ws.pull("data/validated", _final_model(cfg))
+    model_dir = _final_model_dir(cfg, ws)
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    model = load_model(model_dir)
+    inputs = ItemInputs.from_data_dir(ws.wd.validated, model.cfg, feature_threads=cfg.train.feature_threads)
+    folder = ws.wd.root / "models" / "index"
+    with replace_dir(folder) as tmp:
+        meta = build_catalogue(cfg, model, inputs, tmp, model_hash=model_fingerprint(model_dir))
+    tracking.log_metrics(ws.mlflow_run_id, {"index.items": float(meta["count"]),
+                                           "index.embed_seconds": float(meta["embed_seconds"]),
+                                           "index.build_seconds": float(meta["build_seconds"])})
+    tracking.log_artifacts(ws.mlflow_run_id, folder, "index")
+    hashes = ws.push("models/index")
+    console.print(f"[green]index[/]: {meta['count']} items, {meta['kind']} index of dim {meta['dim']} in {folder} "
+                  f"(embedding {meta['embed_seconds']:.1f} s, index {meta['build_seconds']:.1f} s)")
+    return {"index_dir": str(folder), **hashes, **_jsonable(meta)}
+
+
+def evaluate(cfg: Config, ws: Workspace) -> dict:
+    """Recall@K of the trained model (its catalogue from the index step), the untrained baseline and the plain text
+    reference on the same test queries; report, plot and per-query values to MLflow."""
+    import mlflow
+
+    from sail_core.data.splits import item_splits
+    from sail_core.eval.catalogue_index import check_catalogue
+    from sail_core.eval.evaluate import evaluate as run_eval
+    from sail_core.pipeline import tracking
+    from sail_core.pipeline.champion import TRAIN_ITEMS
+
+    ws.pull("data/validated", _final_model(cfg), "models/index")
     out = ws.wd.reports / "eval"
-    metrics = run_eval(cfg, _final_model_dir(cfg, ws), ws.wd.validated, out)
+    catalogue = ws.wd.root / "models" / "index"
+    check_catalogue(catalogue, _final_model_dir(cfg, ws))
+    metrics = run_eval(cfg, _final_model_dir(cfg, ws), ws.wd.validated, out, catalogue_dir=catalogue)
+    train_items = sorted(i for i, s in item_splits(ws.wd.validated).items() if s == "train")
     with tracking.resume_run(ws.mlflow_run_id):
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         for f in sorted(out.iterdir()):
-            if f.suffix in {".md", ".png", ".json"}:
+            if f.suffix in {".md", ".png", ".json", ".parquet"}:
                 mlflow.log_artifact(str(f), artifact_path="eval")
+        mlflow.log_text("".join(f"{i}\n" for i in train_items), TRAIN_ITEMS)
     ws.push("reports/eval")
     console.print(f"[green]evaluate[/]: {len(metrics)} metrics; report in {out}")
     return {k: float(v) for k, v in metrics.items()}
 
 
 def gate(cfg: Config, ws: Workspace) -> dict:
-    """Compare the candidate with the champion (or the untrained baseline); raise GateFailed on a miss."""
+    """The candidate against the champion re-scored on the same test queries (else ``gate.first_reference``),
+    by paired bootstrap intervals; raise GateFailed on a miss."""
+    from sail_core.eval.evaluate import read_per_query
     from sail_core.pipeline import registry, tracking
+    from sail_core.pipeline.champion import compare_with_champion
     from sail_core.pipeline.gating import GateFailed, check_gate
 
+    ws.pull("data/validated", "reports/eval")
+    per, queries = read_per_query(ws.wd.reports / "eval")
     run_id = ws.mlflow_run_id
-    candidate = tracking.run_metrics(run_id)
     champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
-    champion_metrics = tracking.run_metrics(champ.run_id) if champ else None
-    result = check_gate(candidate, cfg.gate.metrics, champion_metrics, f"champion v{champ.version}" if champ else "")
-    report = json.dumps({"passed": result.passed, "reference": result.reference, "checks": result.checks}, indent=2)
+    overlap = {}
+    if champ is not None:
+        reference, keep, overlap = compare_with_champion(cfg, champ, ws.wd.validated, queries, run_id)
+        label = f"champion v{champ.version} (re-scored)"
+        result = check_gate(per["eval"], reference, cfg.gate.metrics, label, keep)
+    elif cfg.gate.first_reference == "text_reference" and "reference" in per:
+        result = check_gate(per["eval"], per["reference"], cfg.gate.metrics, "text reference",
+                            fallback=per["baseline"])
+    else:
+        result = check_gate(per["eval"], per["baseline"], cfg.gate.metrics, "untrained model")
+    report = json.dumps({"passed": result.passed, "reference": result.reference, "checks": result.checks,
+                         "overlap": overlap}, indent=2)
     out = ws.wd.reports / "gate.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     tracking.log_text(run_id, report, "gate/gate.json")
     tracking.set_tags(run_id, {"sail.gate": "passed" if result.passed else "failed"})
-    tracking.log_metrics(run_id, {"gate.passed": float(result.passed)})
+    tracking.log_metrics(run_id, {"gate.passed": float(result.passed),
+                                  **{f"gate.{c['metric'][len('eval.'):]}.delta_ci_low": c["delta_ci"][0]
+                                     for c in result.checks}})
     console.print(result.summary())
     if not result.passed:
         raise GateFailed(result.summary())
-    return {"passed": True, "reference": result.reference}
+    return {"passed": True, "reference": result.reference, "overlap": overlap}
 
 
 def export(cfg: Config, ws: Workspace) -> dict:
@@ -345,7 +403,7 @@ def register(cfg: Config, ws: Workspace, airflow_run_id: str | None = None, comm
         from sail_core.pipeline.dvc_params import model_stages
 
         version(cfg, ws, model_stages(cfg))
-    ws.pull("models/onnx")
+    ws.pull("models/onnx", "models/index")  # the index was logged to the run (artifact index/) by the index step
     run_id = ws.mlflow_run_id
     tags = {"git_sha": tracking.git_sha(), "data_hash": data_hash(ws), "airflow_run_id": airflow_run_id or "none",
             "sail_run_id": ws.run_id or "none", "profile": cfg.profile}
@@ -391,8 +449,12 @@ def promote(cfg: Config, model_version: int | None = None, ws: Workspace | None 
     with file_lock(repo.parent / ".promote.lock"):
         server.start(repo, cfg.serve)
         with tempfile.TemporaryDirectory(prefix="sail-promote-") as tmp:
-            onnx_dir = registry.download_onnx(name, model_version, Path(tmp))
-            result = triton_promote.promote(onnx_dir, model_version, cfg.serve, repo)
+            onnx_dir = registry.download_onnx(name, model_version, Path(tmp) / "export")
+            index_dir = registry.download_index(name, model_version, Path(tmp) / "catalogue")
+            if index_dir is None:
+                console.print(f"[yellow]promote[/]: v{model_version} has no catalogue index (registered before the index "
+                              "step existed); `sail similar` and `sail search` will refuse while it serves")
+            result = triton_promote.promote(onnx_dir, model_version, cfg.serve, repo, index_dir=index_dir)
         previous = registry.set_champion(name, model_version)
     console.print(f"[green]promote[/]: Triton serves v{model_version}; alias champion -> v{model_version} (was {previous})")
     return {"version": model_version, "previous": previous, **_jsonable(result)}

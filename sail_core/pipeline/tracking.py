@@ -174,6 +174,21 @@ def log_text(mlflow_run_id: str, text: str, artifact_file: str) -> None:
     _client().log_text(mlflow_run_id, text, artifact_file)
 
 
+def log_artifacts(mlflow_run_id: str, folder, artifact_path: str) -> None:
+    _client().log_artifacts(mlflow_run_id, str(folder), artifact_path)
+
+
+def load_text(mlflow_run_id: str, artifact_file: str) -> str | None:
+    """A text artifact of a run, or None when the run has no such artifact."""
+    import mlflow
+
+    configure()
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{mlflow_run_id}/{artifact_file}")
+    except Exception:  # noqa: BLE001  (MlflowException or OSError: the artifact is missing)
+        return None
+
+
 def recorded_config(mlflow_run_id: str) -> Config:
     """The configuration a run recorded (``record/config.resolved.yaml``), as a typed Config."""
     import mlflow
