@@ -6,7 +6,11 @@ it — Triton swaps atomically: the old version answers until N is ready, and a
 failed load leaves the old version loaded; (3) checks N through tritonclient: text,
 an image, audio and all modalities together, at every Matryoshka dim (served
 version number, shape, unit norm, and parity with onnxruntime run in-process
-on the same files and inputs); (4) records N as current in ``serving_state.json``.
+on the same files and inputs) and, when the version carries a catalogue index
+(``index_dir``, copied to ``<N>/catalogue/``), that the served full dim is the
+index's dim and the index answers a query embedded by N; (4) records N as
+current in ``serving_state.json``. The encoder and its catalogue index are one
+version folder, so promotion and rollback switch them together.
 
 On any failure the previous version policy is restored and reloaded (so the
 previous version keeps serving), the failed folder is moved to
@@ -31,6 +35,7 @@ from sail_core.paths import home
 from sail_core.preprocess import samples
 from sail_core.preprocess.export_format import ExportMeta
 from serving import repository
+from serving.catalogue import query_task
 from serving.client import ServingUnavailable, make_client
 from serving.state import now, read_state, record, write_state
 
@@ -89,7 +94,8 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
     dim, and compare with onnxruntime run in-process on the same files and the same inputs.
 
     Checks: the answer comes from ``version``; shapes are (n, dim); rows have unit
-    norm; max abs diff to the in-process reference is within ``tolerance``.
+    norm; max abs diff to the in-process reference is within ``tolerance``; and, when the
+    version folder has a ``catalogue/`` index, :func:`catalogue_check`.
     Returns the figures; raises ``PromotionError`` on the first failed check.
     """
     from serving.backend.embedder import truncate_normalise
@@ -128,7 +134,47 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
                 raise PromotionError(f"Triton and onnxruntime differ by {diff:.3g} for {where} (tolerance {tolerance:g})")
     return {"max_abs_diff": worst, "per_request": per_request,
             "dims": sorted({reference.hidden_size, *reference.dims}, reverse=True),
-            "texts": len(texts or SMOKE_TEXTS)}
+            "texts": len(texts or SMOKE_TEXTS), "catalogue": catalogue_check(client, cfg, version_dir, version)}
+
+
+def catalogue_check(client, cfg: ServeConfig, version_dir: Path, version: int, k: int = 5) -> dict | None:
+    """The cheap check of a version's catalogue index (``None`` if the version has none).
+
+    The index is complete and consistent (ids, vectors, FAISS rows), its query instruction is one
+    the served model knows, a smoke text embedded by ``version`` (pinned, full dim, with that
+    instruction) has the index's dim, and ``Catalogue.nearest`` answers it. Raises ``PromotionError``.
+    """
+    from sail_core.index.catalogue import Catalogue
+    from sail_core.preprocess.export_format import read_export_meta
+    from serving.client import infer
+
+    folder = Path(version_dir) / repository.CATALOGUE_DIR
+    if not folder.is_dir():
+        return None
+    try:
+        catalogue = Catalogue(folder)
+    except Exception as err:  # noqa: BLE001
+        raise PromotionError(f"the catalogue index of version {version} cannot be read: {err}") from None
+    dim, count = int(catalogue.meta.get("dim", -1)), len(catalogue.item_ids)
+    shape, rows = tuple(catalogue.vectors.shape), int(catalogue.index.ntotal)
+    if shape != (count, dim) or rows != count or catalogue.index.d != dim or not count:
+        raise PromotionError(f"the catalogue index of version {version} is inconsistent: {count} item ids, vectors "
+                             f"{shape}, FAISS index of {rows} rows of dim {catalogue.index.d}, index.json dim {dim}")
+    try:
+        task = query_task(read_export_meta(version_dir), catalogue.meta.get("query_instruction"))
+    except Exception as err:  # noqa: BLE001
+        raise PromotionError(f"version {version}: {err}") from None
+    z, served = infer(client, cfg, "http", str(version), texts=SMOKE_TEXTS[:1], task=task, side="query")
+    if served != str(version):
+        raise PromotionError(f"the catalogue smoke query was served by version {served}, expected {version}")
+    if z.shape[1] != dim:
+        raise PromotionError(f"the catalogue index holds vectors of dim {dim} but version {version} embeds at full dim "
+                             f"{z.shape[1]}: the index was not built by this encoder; rebuild it with the index step")
+    hits = catalogue.nearest(z[0], min(k, count))
+    if len(hits) != min(k, count):
+        raise PromotionError(f"the catalogue index of version {version} answered {len(hits)} hits for "
+                             f"{min(k, count)} asked")
+    return {"dim": dim, "count": count, "kind": catalogue.meta.get("kind"), "top_score": round(hits[0].score, 6)}
 
 
 def _switch(client, cfg: ServeConfig, repo_dir: Path, version: int) -> float:
@@ -165,11 +211,15 @@ def _restore(client, cfg: ServeConfig, repo_dir: Path, previous: int | None) -> 
 
 
 def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str | Path | None = None,
-            texts: list[str] | None = None, tolerance: float = PARITY_TOLERANCE) -> dict:
-    """Write, load and check version ``version`` from an export folder; make it the one that serves.
+            texts: list[str] | None = None, tolerance: float = PARITY_TOLERANCE,
+            index_dir: str | Path | None = None) -> dict:
+    """Write, load and check version ``version`` from an export folder (and the catalogue index its model
+    built, ``index_dir``, served with it); make it the one that serves.
 
-    Returns ``{"model", "version", "previous", "max_abs_diff", "load_seconds", "check_seconds", "version_dir"}``.
-    Raises :class:`PromotionError` (previous version still serving) or ``ServingUnavailable``.
+    Returns ``{"model", "version", "previous", "max_abs_diff", "load_seconds", "check_seconds", "version_dir",
+    "catalogue"}`` (``catalogue``: ``{"dim", "count", "kind", "top_score"}`` or ``None`` without an index).
+    Raises :class:`PromotionError` (previous version, encoder and index, still serving), ``ServingUnavailable``,
+    or, before anything changes, ``FileNotFoundError`` for an incomplete index folder.
     """
     version = int(version)
     repo_dir = Path(repo_dir or home().triton_repo).resolve()
@@ -181,8 +231,9 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
         if previous == version:
             return {"model": cfg.triton_model, "version": version, "previous": previous, "already_serving": True,
                     "version_dir": str(folder / str(version))}
-        version_dir = repository.write_version(repo_dir, cfg, onnx_dir, version)
-        record(folder, "promote_started", version=version, previous=previous, source=str(onnx_dir))
+        version_dir = repository.write_version(repo_dir, cfg, onnx_dir, version, index_dir=index_dir)
+        index = str(index_dir) if index_dir is not None else None
+        record(folder, "promote_started", version=version, previous=previous, source=str(onnx_dir), index=index)
         try:
             try:
                 load_seconds = _switch(client, cfg, repo_dir, version)
@@ -202,18 +253,19 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
         state["current"] = version
         state["stack"] = [v for v in state.get("stack", []) if v != version] + [version]
         state["history"].append({"event": "promote", "at": now(), "version": version, "previous": previous,
-                                 "max_abs_diff": check["max_abs_diff"], "source": str(onnx_dir)})
+                                 "max_abs_diff": check["max_abs_diff"], "source": str(onnx_dir), "index": index})
         write_state(folder, state)
         return {"model": cfg.triton_model, "version": version, "previous": previous,
                 "max_abs_diff": check["max_abs_diff"], "smoke": check["per_request"], "dims": check["dims"],
                 "load_seconds": round(load_seconds, 3), "check_seconds": round(check_seconds, 3),
-                "version_dir": str(version_dir)}
+                "version_dir": str(version_dir), "catalogue": check["catalogue"]}
     finally:
         client.close()
 
 
 def rollback(cfg: ServeConfig, repo_dir: str | Path | None = None) -> dict:
-    """Serve the previously promoted version again (smoke-checked); returns which version now serves."""
+    """Serve the previously promoted version again, with the catalogue index in its folder (smoke-checked);
+    returns which version now serves."""
     repo_dir = Path(repo_dir or home().triton_repo).resolve()
     folder = repository.model_dir(repo_dir, cfg)
     state = read_state(folder)
@@ -241,7 +293,8 @@ def rollback(cfg: ServeConfig, repo_dir: str | Path | None = None) -> dict:
                                  "max_abs_diff": check["max_abs_diff"]})
         write_state(folder, state)
         return {"model": cfg.triton_model, "version": previous, "rolled_back_from": current,
-                "max_abs_diff": check["max_abs_diff"], "load_seconds": round(load_seconds, 3)}
+                "max_abs_diff": check["max_abs_diff"], "load_seconds": round(load_seconds, 3),
+                "catalogue": check["catalogue"]}
     finally:
         client.close()
 

@@ -10,6 +10,12 @@ Layout (``<repo>`` is ``home().triton_repo`` by default)::
     <repo>/<name>/<N>/model.onnx, vision_encoder.onnx, speech_*.onnx, tokenizer.json, export.json
                                                the export folder's files (export.json lists them)
     <repo>/<name>/<N>/sail_core/preprocess/    a copy: preprocessing in Triton is the training code
+    <repo>/<name>/<N>/catalogue/               the catalogue index built by this very encoder
+                                               (:mod:`sail_core.index.catalogue`; read by serving.catalogue)
+
+A version folder is the unit of promotion and rollback: the encoder and the
+catalogue index it embedded travel together, so a query is always encoded by
+the model whose vectors it searches. Triton ignores the ``catalogue/`` subfolder.
 
 The model's inputs (all optional, any subset): ``TEXT``, ``IMAGE`` (cover
 bytes), ``FRAMES`` (keyframe bytes, ``[-1]`` per row), ``AUDIO`` (WAV bytes),
@@ -28,12 +34,15 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sail_core.config import ServeConfig
+from sail_core.index import catalogue as catalogue_format
 from sail_core.preprocess.export_format import read_export_meta
 
 BACKEND_DIR = Path(__file__).resolve().parent / "backend"
 PREPROCESS_DIR = Path(__file__).resolve().parent.parent / "sail_core" / "preprocess"
 BACKEND_FILES = ["model.py", "embedder.py"]
 CONFIG = "config.pbtxt"
+CATALOGUE_DIR = "catalogue"  # <repo>/<name>/<N>/catalogue/: the index served with version N
+CATALOGUE_FILES = (catalogue_format.META, catalogue_format.IDS, catalogue_format.VECTORS, catalogue_format.INDEX)
 GPU_CONFIG = "config.gpu.pbtxt.example"
 
 # Every input is optional: any subset of the modalities, DIM/TASK/SIDE defaulted by the model.
@@ -129,16 +138,37 @@ def write_configs(repo_dir: str | Path, cfg: ServeConfig, versions: list[int]) -
     return path
 
 
-def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, version: int) -> Path:
-    """Create ``<repo>/<name>/<version>/`` from an export folder; returns the version folder.
+def check_catalogue_files(index_dir: str | Path) -> Path:
+    """``index_dir`` if it is a complete catalogue index folder; ``FileNotFoundError`` naming what is missing."""
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        raise FileNotFoundError(f"catalogue index folder {index_dir} does not exist; build it with the index step")
+    missing = [name for name in CATALOGUE_FILES if not (index_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"catalogue index folder {index_dir} lacks {', '.join(missing)}; "
+                                "rebuild it with the index step")
+    return index_dir
 
-    Raises ``FileExistsError`` if the version folder exists (versions are immutable)
-    and ``ExportFormatError`` if the export folder is incomplete or of another format.
+
+def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, version: int,
+                  index_dir: str | Path | None = None) -> Path:
+    """Create ``<repo>/<name>/<version>/`` from an export folder (and its catalogue index); returns the version folder.
+
+    ``index_dir`` (optional) is a catalogue index folder (:mod:`sail_core.index.catalogue`)
+    built with this export's model; it is copied to ``<version>/catalogue/`` in the
+    same staging folder as the encoder, so the version appears whole (encoder and
+    index) or not at all.
+
+    Raises ``FileExistsError`` if the version folder exists (versions are immutable),
+    ``ExportFormatError`` if the export folder is incomplete or of another format and
+    ``FileNotFoundError`` if the index folder lacks one of its files.
     """
     onnx_dir = Path(onnx_dir)
     if int(version) < 1:
         raise ValueError(f"Triton model versions start at 1, got {version}")
     files = read_export_meta(onnx_dir).files  # raises ExportFormatError naming what is missing
+    if index_dir is not None:
+        index_dir = check_catalogue_files(index_dir)
     target = model_dir(repo_dir, cfg) / str(int(version))
     if target.exists():
         raise FileExistsError(f"model version folder {target} already exists; versions are immutable, "
@@ -147,13 +177,19 @@ def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, 
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    for name in BACKEND_FILES:
-        shutil.copy2(BACKEND_DIR / name, staging / name)
-    for name in files:
-        shutil.copy2(onnx_dir / name, staging / name)
-    shutil.copytree(PREPROCESS_DIR, staging / "sail_core" / "preprocess",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (staging / "sail_core" / "__init__.py").write_text(
-        '"""A copy of sail_core.preprocess only: preprocessing inside Triton is the training code."""\n')
-    staging.rename(target)  # the version appears whole or not at all
+    try:
+        for name in BACKEND_FILES:
+            shutil.copy2(BACKEND_DIR / name, staging / name)
+        for name in files:
+            shutil.copy2(onnx_dir / name, staging / name)
+        shutil.copytree(PREPROCESS_DIR, staging / "sail_core" / "preprocess",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (staging / "sail_core" / "__init__.py").write_text(
+            '"""A copy of sail_core.preprocess only: preprocessing inside Triton is the training code."""\n')
+        if index_dir is not None:
+            shutil.copytree(index_dir, staging / CATALOGUE_DIR, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.rename(target)  # the version (encoder + catalogue index) appears whole or not at all
     return target
