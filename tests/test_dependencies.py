@@ -25,6 +25,7 @@ DISTRIBUTION_OF = {
     "google.protobuf": "protobuf",
     "airflow": "apache-airflow",
     "livekit": "livekit-wakeword",
+    "faiss": "faiss-cpu",
 }
 # declared, needed, and never imported by name
 NOT_IMPORTED = {

@@ -16,6 +16,8 @@ from sail_core.pipeline.champion import TRAIN_ITEMS, compare_with_champion
 from sail_core.pipeline.gating import check_gate
 
 import tiny_pairs_data
+
+pytestmark = pytest.mark.export  # builds and runs a real ONNX export (about a minute on 2 cores)
 from exports import cached_export
 
 
