@@ -14,7 +14,7 @@ runner = CliRunner()
 def test_profiles_load_and_merge():
     demo, tiny = load_config(profile="demo"), load_config(profile="tiny")
     assert demo.profile == "demo" and tiny.profile == "tiny"
-    assert demo.data.max_items == 1000 and tiny.data.max_items == 120
+    assert demo.data.max_items is None and tiny.data.max_items == 120
     # deep merge keeps base keys the profile does not mention
     assert tiny.datasets == demo.datasets
     assert tiny.serve.host == "127.0.0.1"

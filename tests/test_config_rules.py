@@ -20,7 +20,8 @@ def test_gate_metric_names_follow_eval_tasks_ks_and_dims():
     assert "eval.q2i.dim64.recall_at_1" in names and "eval.i2i.dim128.recall_at_10" in names
     assert "eval.i2i.dim384.recall_at_10" not in names          # the full width has no dim variant
     assert "eval.image2text.dim128.recall_at_10" not in names   # cross-modal tasks log the full dim only
-    assert len(names) == len(cfg.eval.tasks) * len(cfg.eval.ks) + 2 * 2 * len(cfg.eval.ks)
+    item_tasks = [t for t in cfg.eval.tasks if t != "cls"]
+    assert len(names) == len(item_tasks) * len(cfg.eval.ks) + 2 * 2 * len(cfg.eval.ks) + len(cfg.eval.label_ks)
 
 
 def test_gate_metric_with_an_unconfigured_k_is_refused():

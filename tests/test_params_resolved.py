@@ -41,7 +41,8 @@ def test_each_training_stage_starts_from_the_one_before():
         },
         "final_model": "models/polish",
     }
-    assert model_stages(cfg) == [f"train@{first.name}", "train@stage2", "train@polish", "evaluate", "export"]
+    assert model_stages(cfg) == [f"train@{first.name}", "train@stage2", "train@polish", "index", "evaluate",
+                                 "export"]
 
 
 def test_ingest_tracks_every_data_key_that_changes_its_output():

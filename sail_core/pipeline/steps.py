@@ -341,9 +341,9 @@ def gate(cfg: Config, ws: Workspace) -> dict:
     from sail_core.pipeline.champion import compare_with_champion
     from sail_core.pipeline.gating import GateFailed, check_gate
 
+    run_id = ws.mlflow_run_id  # first: without a run there is nothing to gate
     ws.pull("data/validated", "reports/eval")
     per, queries = read_per_query(ws.wd.reports / "eval")
-    run_id = ws.mlflow_run_id
     champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     overlap = {}
     if champ is not None:
