@@ -63,7 +63,7 @@ def _states(dr) -> dict[str, str]:
 
 
 TRAIN = ["train.stage1", "train.stage2"]
-AFTER_CHECK = ["ingest", "validate", "version", *TRAIN, "evaluate", "gate", "export", "register", "promote"]
+AFTER_CHECK = ["ingest", "validate", "version", *TRAIN, "index", "evaluate", "gate", "export", "register", "promote"]
 
 
 def test_dag_shape_follows_the_configuration(project):
@@ -75,7 +75,8 @@ def test_dag_shape_follows_the_configuration(project):
     assert dag.get_task("check").downstream_task_ids == {"ingest"}
     assert dag.get_task("train.stage1").upstream_task_ids == {"version"}
     assert dag.get_task("train.stage2").upstream_task_ids == {"train.stage1"}
-    assert dag.get_task("evaluate").upstream_task_ids == {"train.stage2"}
+    assert dag.get_task("index").upstream_task_ids == {"train.stage2"}
+    assert dag.get_task("evaluate").upstream_task_ids == {"index"}
     # Only profiles that can run every step are offered: `paper` cannot be exported.
     offered = dag.params.get_param("profile").schema["enum"]
     assert offered == runnable_profiles(STEPS) and {"tiny", TWO_STAGES} <= set(offered) and "paper" not in offered
@@ -90,7 +91,7 @@ def test_a_profile_that_cannot_export_is_refused_before_training(project):
     paper = load_config(profile="paper")
     with pytest.raises(ConfigError, match="cannot run the export step"):
         check_steps(paper, STEPS)
-    check_steps(paper, ["ingest", "validate", "version", "train", "evaluate", "gate"])  # without export it may run
+    check_steps(paper, ["ingest", "validate", "version", "train", "index", "evaluate", "gate"])  # without export it may run
     with pytest.raises(ParamValidationError, match="paper"):
         _dag().test(run_conf={"profile": "paper"})
 
@@ -142,7 +143,7 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     record = runs.get(cfg, dr.run_id)
     assert record.status == "succeeded" and record.mlflow_run_id == champ.run_id
     assert "sail.task.train.stage2" not in record.tags and "sail.failed_task" not in record.tags
-    assert set(record.task_seconds) == {"check", "ingest", "validate", "version", "train.stage1", "evaluate",
+    assert set(record.task_seconds) == {"check", "ingest", "validate", "version", "train.stage1", "index", "evaluate",
                                         "gate", "export", "register", "promote"}  # each task's wall time
 
     # the run's record: resolved configuration, code version, and the DVC hashes of every output
@@ -185,7 +186,7 @@ def test_failing_gate_stops_before_promotion(project, whole_run):
     cfg = load_config(project / "params.yaml")
     before = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     dr = _dag().test(run_conf={"profile": "tiny", "gate_thresholds": {"eval.i2i.recall_at_10": 1.5},
-                               "steps": ["train", "evaluate", "gate", "export", "register", "promote"]})
+                               "steps": ["train", "index", "evaluate", "gate", "export", "register", "promote"]})
     states = _states(dr)
     assert str(dr.state) == "failed"
     assert states["gate"] == "failed"
@@ -233,7 +234,7 @@ def test_contract_breach_stops_at_validation(project, whole_run, demo_data, tmp_
     states = _states(dr)
     assert str(dr.state) == "failed"
     assert states["check"] == "success" and states["ingest"] == "success" and states["validate"] == "failed"
-    for task in ("version", *TRAIN, "evaluate", "gate", "export", "register", "promote"):
+    for task in ("version", *TRAIN, "index", "evaluate", "gate", "export", "register", "promote"):
         assert states[task] == "upstream_failed", states
     cfg = load_config(project / "params.yaml")
     record = runs.get(cfg, dr.run_id)

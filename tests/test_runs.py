@@ -134,7 +134,7 @@ def test_gc_frees_what_nothing_needs_and_keeps_the_champions(two_runs, home, tmp
 
     # a run that registers nothing, with a model of its own (another seed)
     _finish(_sail("run", "--conf", '{"profile": "tiny_seed1", "steps": ["ingest", "validate", "version", '
-                                    '"train", "evaluate"]}'))
+                                    '"train", "index", "evaluate"]}'))
     cfg = load_config()
     loose = runs.list_runs(cfg)[0]
     assert loose.tags["sail.profile"] == "tiny_seed1" and loose.status == "succeeded"
