@@ -343,7 +343,7 @@ def similar(
     """The items nearest ITEM_ID, from the catalogue index of the model Triton serves."""
     from serving import catalogue
 
-    _print(_run(catalogue.similar, item_id, k, _run(_cfg).serve))
+    _print(_run(catalogue.similar, item_id, k, _run(_cfg).serve).to_dict())
 
 
 @app.command()
@@ -354,7 +354,7 @@ def search(
     """The items nearest TEXT: encoded by the served model on Triton, searched in that model's catalogue index."""
     from serving import catalogue
 
-    _print(_run(catalogue.search, text, k, _run(_cfg).serve))
+    _print(_run(catalogue.search, text, k, _run(_cfg).serve).to_dict())
 
 
 # ------------------------------------------------------------ orchestration
@@ -528,9 +528,10 @@ def demo(
     profile: str = typer.Option("demo", "--profile", help="profile to run the DAG with"),
     query: str = typer.Option("a romantic comedy set in paris", "--query", help="text to embed through Triton at the end"),
 ):
-    """The main job: run the whole DAG through Airflow on the embedded default, then query Triton."""
+    """The main job: run the whole DAG through Airflow on the embedded default, then query Triton and the served
+    catalogue index."""
     from sail_core.paths import home
-    from serving import client
+    from serving import catalogue, client
 
     code, run_id = _dag_run(_run_conf(json.dumps({"profile": profile})))
     _after_run(code, run_id)
@@ -538,6 +539,9 @@ def demo(
     vec = _run(client.embed, [query], None, cfg.serve, "http")[0]
     h = home()
     out.print(f"\n[bold green]Triton served[/] {query!r} -> {len(vec)}-d vector, first values {[round(float(x), 4) for x in vec[:6]]}")
+    found = _run(catalogue.search, query, 5, cfg.serve)
+    out.print(f"[bold green]sail search[/] {query!r} (v{found.version}'s encoder and catalogue index): items "
+              + ", ".join(f"{h.item_id} ({h.score:.3f})" for h in found.hits))
     out.print(
         f"Triton:  http://{cfg.serve.host}:{cfg.serve.http_port} (left running; `.venv/bin/sail serve down` stops it)\n"
         f"MLflow:  store {h.mlflow_db}; browse with `.venv/bin/sail ui` (Airflow + MLflow on 127.0.0.1)\n"
