@@ -1,7 +1,7 @@
 """The expectation suites, kept as GX JSON in ``data_contracts/suites/``.
 
-One suite per table kind: ``items``, ``interactions``, ``pairs`` (applied to
-every ``pairs/<dataset>`` file). Each expectation's ``meta`` says whether a
+One suite per table kind: ``items``, ``interactions``, ``item_splits`` (the
+split of each item), ``pairs`` (applied to every ``pairs/<dataset>`` file). Each expectation's ``meta`` says whether a
 failure is ``table``-level (schema, types, empty table: the run stops) or
 ``row``-level (the failing rows are quarantined), and gives the human
 ``reason`` written next to quarantined rows. ``{"$PARAMETER": "item_ids"}``
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-SUITE_NAMES = ("items", "interactions", "pairs")
+SUITE_NAMES = ("items", "interactions", "item_splits", "pairs")
 ITEM_IDS_PARAM = "item_ids"
 
 

@@ -1,7 +1,7 @@
 """Apply the data contracts to a data folder: clean tables, quarantine, report.
 
 ``validate_dir(src, out, quarantine, cfg)`` runs the suite of every table
-(items, interactions, each ``pairs/<dataset>``) with Great Expectations,
+(items, interactions, item_splits, each ``pairs/<dataset>``) with Great Expectations,
 writes the clean rows to ``out`` (same layout, schema dtypes), the failing
 rows to ``quarantine/<table>.parquet`` with their reason, and
 ``out/validation_report.{json,md}``. Items are checked first; the other
@@ -163,6 +163,7 @@ def validate_dir(
     _remove_stale_quarantine(quarantine, {t.name for t in tables})
     pairs = {n.split("/", 1)[1]: df for n, df in clean_tables.items() if n.startswith(schema.PAIRS_DIR + "/")}
     write_data_dir(out, clean_tables[schema.ITEMS], clean_tables[schema.INTERACTIONS], pairs)
+    write_table(clean_tables[schema.ITEM_SPLITS], out / f"{schema.ITEM_SPLITS}.parquet")
     result.media = publish_media(clean_tables[schema.ITEMS], src, out)
     base = os.path.commonpath([str(src.resolve()), str(shown_out.resolve()), str(shown_q.resolve())])
     result.report_path = str(write_report(out, _relative_to(result.to_dict(), base)))

@@ -98,9 +98,9 @@ def _run(fn, *args, **kwargs):
     except ConfigError as e:
         err.print(f"[red]configuration error[/]\n{e}")
         raise typer.Exit(2)
-    except (ValueError, RuntimeError, OSError) as e:
-        # Contract breaches, gate misses, DVC/Triton failures: the message names the problem and the fix.
-        err.print(f"[red]{type(e).__name__}[/]: {e}")
+    except (ValueError, RuntimeError, OSError, LookupError) as e:
+        # Contract breaches, gate misses, DVC/Triton failures, unknown items: the message names the problem and the fix.
+        err.print(f"[red]{type(e).__name__}[/]: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
         raise typer.Exit(1)
     return result
 

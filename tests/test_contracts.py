@@ -20,9 +20,10 @@ from data_contracts.quarantine import META_COLUMNS
 from data_contracts.suites import SUITE_NAMES, load_suite, load_suite_dict
 from sail_core.config import ContractsConfig
 from sail_core.data import io, schema
+from sail_core.data.splits import item_splits
 
 STRICT = ContractsConfig()
-TABLES = ["items", "interactions", "pairs/cls", "pairs/copair_i2i", "pairs/q2i", "pairs/xmodal"]
+TABLES = ["items", "interactions", "item_splits", "pairs/cls", "pairs/copair_i2i", "pairs/q2i", "pairs/xmodal"]
 
 
 @pytest.fixture()
@@ -79,6 +80,7 @@ def test_suites_cover_the_schema():
     for name, columns, required in [
         ("items", schema.ITEM_COLUMNS, schema.ITEM_REQUIRED),
         ("interactions", schema.INTERACTION_COLUMNS, schema.INTERACTION_REQUIRED),
+        ("item_splits", schema.ITEM_SPLIT_COLUMNS, schema.ITEM_SPLIT_REQUIRED),
         ("pairs", schema.PAIR_COLUMNS, ["split"]),
     ]:
         exps = load_suite_dict(name)["expectations"]
@@ -246,13 +248,17 @@ def test_full_demo_profile_builds_and_validates(tmp_path):
     cfg = load_config(profile="demo").data
     summary = build_demo(tmp_path / "raw", cfg)
     n = summary["items"]
-    assert n == cfg.max_items
+    assert n == (cfg.max_items or 1681)  # all 1,682 MovieLens items but item 267 (no title, no year)
     assert summary["media"] == dict(summary["media"], covers=n, keyframes=cfg.render_keyframes * n, audio=n)
     t0 = time.perf_counter()
     result = _run(tmp_path / "raw", tmp_path)
     print(f"demo media {summary['media']['seconds']:.1f} s, validation {time.perf_counter() - t0:.1f} s")
     assert result.passed and result.tables["interactions"].clean == summary["interactions"]
     assert result.media["files"] == (2 + cfg.render_keyframes) * n
+    # the cross-modal tasks evaluate every test item with media: at least 500 of them
+    splits = item_splits(tmp_path / "validated")
+    media = io.read_items(tmp_path / "validated").dropna(subset=["cover_path", "frame_paths", "audio_path"])
+    assert sum(splits[i] == "test" for i in media["item_id"]) == summary["item_splits"]["test"] >= 500
 
 
 def test_messages_can_name_the_final_quarantine_folder(data, tmp_path):

@@ -11,6 +11,7 @@ from sail_core.data import io
 from sail_core.data.cast import SchemaError
 from sail_core.data.importer import import_tables
 from sail_core.data.media import MEDIA_COLUMNS, split_frames
+from sail_core.data.splits import item_splits
 
 
 @pytest.fixture()
@@ -34,6 +35,7 @@ def test_import_csv_derives_the_same_pairs_as_the_demo(tmp_path, user_csvs, demo
     pd.testing.assert_frame_equal(io.read_interactions(tmp_path / "out"), io.read_interactions(demo_data))
     for name, df in io.read_pairs(demo_data).items():
         pd.testing.assert_frame_equal(io.read_pairs(tmp_path / "out")[name], df, obj=name)
+    assert item_splits(tmp_path / "out") == item_splits(demo_data)
 
 
 def test_import_parquet_with_given_pairs(tmp_path, demo_data, tiny_data_cfg):
@@ -105,8 +107,35 @@ def test_bad_paths_are_named(tmp_path, user_csvs, tiny_data_cfg):
 
 def test_bad_split_value_in_given_pairs(tmp_path, user_csvs, tiny_data_cfg):
     pd.DataFrame({"query_text": ["x"], "target_item": ["1"], "split": ["dev"]}).to_csv(tmp_path / "p.csv", index=False)
-    with pytest.raises(SchemaError, match=r"p.csv: column 'split': value 'dev' \(row 0\) is not one of \['train', 'test'\]"):
+    with pytest.raises(SchemaError, match=r"p.csv: column 'split': value 'dev' \(row 0\) is not one of \['train', 'val', 'test'\]"):
         import_tables(*user_csvs, tmp_path / "p.csv", tmp_path / "out", tiny_data_cfg)
+
+
+def _pairs(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["query_item", "target_item", "split"])
+
+
+def test_given_pairs_record_their_item_split(tmp_path, user_csvs, tiny_data_cfg):
+    """An item is held out exactly when no train pair touches it; the other side of a test pair stays train."""
+    ids = list(pd.read_csv(user_csvs[0], dtype=str)["item_id"][:5])
+    a, b, c, d, e = ids
+    _pairs([(a, b, "train"), (a, c, "test"), (d, b, "val")]).to_csv(tmp_path / "cop.csv", index=False)
+    summary = import_tables(*user_csvs, tmp_path / "cop.csv", tmp_path / "out", tiny_data_cfg)
+    splits = item_splits(tmp_path / "out")
+    assert (splits[a], splits[b], splits[c], splits[d], splits[e]) == ("train", "train", "test", "val", "train")
+    assert summary["item_splits"] == {"train": 118, "val": 1, "test": 1}
+
+
+@pytest.mark.parametrize("rows, says", [
+    ([("A", "B", "train"), ("A", "B", "test")], "row 1 says 'test' but its items make it 'train'"),
+    ([("A", "B", "train"), ("C", "D", "val"), ("C", "A", "test")], "row 2 says 'test' but its items make it 'val'"),
+])
+def test_given_pairs_whose_split_their_items_contradict_are_refused(tmp_path, user_csvs, tiny_data_cfg, rows, says):
+    ids = dict(zip("ABCD", pd.read_csv(user_csvs[0], dtype=str)["item_id"]))
+    _pairs([(ids[q], ids[t], s) for q, t, s in rows]).to_csv(tmp_path / "cop.csv", index=False)
+    with pytest.raises(SchemaError, match=rf"pairs/cop: 1 row\(s\) have a split that their items contradict; {says}"):
+        import_tables(*user_csvs, tmp_path / "cop.csv", tmp_path / "out", tiny_data_cfg)
+    assert not (tmp_path / "out").exists()
 
 
 def _copy(src, dest):

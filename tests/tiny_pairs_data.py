@@ -8,7 +8,9 @@ pair datasets carry real, learnable signal:
 - ``cls``: item -> its genre label (text target);
 - ``xmodal``: item -> itself (self-pairs: its media -> its own text).
 
-Items with index % 5 == 0 are held out: pairs touching them are ``test``.
+Items with index % 5 == 0 are test items, the others train items (there are no
+validation items here): pairs touching a test item are ``test``. The split is
+recorded per item in ``item_splits.parquet``, as the data builders do.
 
 With ``media=True`` every item also gets the demo's own media
 (:func:`sail_core.data.media.render_media`: a cover and ``keyframes`` keyframes
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from sail_core.data.splits import write_item_splits
 
 GENRES = {
     "Comedy": ["Laugh", "Party", "Wedding", "Crazy", "Funny", "Vacation", "Buddies", "Prank"],
@@ -75,6 +79,7 @@ def build(folder: Path, per_genre: int = 8, pairs_per_dataset: int = 200, seed: 
         items = _media(folder, items, keyframes, seed)
     items.to_parquet(folder / "items.parquet", index=False)
     held = {f"m{i}" for i in range(len(items)) if i % 5 == 0}
+    write_item_splits(folder, {i: "test" if i in held else "train" for i in items["item_id"]})
     by_genre = items.groupby("tags")["item_id"].apply(list).to_dict()
     genre_of = dict(zip(items["item_id"], items["tags"]))
 

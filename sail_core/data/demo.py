@@ -6,6 +6,9 @@ track of the title and genres (:mod:`sail_core.data.media`); ``ocr``, ``asr``
 and ``author`` stay null.
 ``max_items`` keeps the most-rated items and ``max_users`` the most active
 users on those items, so small slices keep the densest collaborative signal.
+Items are split into train, val and test and the pairs derived with the
+per-user time cutoff (:mod:`sail_core.data.splits`, :mod:`sail_core.data.pairs`);
+the item split is written to ``item_splits.parquet``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import pandas as pd
 from sail_core.config import DataConfig
 from sail_core.data import movielens, schema
 from sail_core.data.media import render_media
-from sail_core.data.pairs import derive_pairs
+from sail_core.data.pairs import derive_item_splits, derive_pairs
+from sail_core.data.splits import split_counts, write_item_splits
 from sail_core.data.tables import write_data_dir
 
 
@@ -66,13 +70,16 @@ def build_demo(out: Path, cfg: DataConfig, workers: int | None = None) -> dict:
     processes (default: ``cfg.media_workers``, null = the CPUs available); that needs ``espeak-ng``.
     """
     items, interactions = demo_tables(cfg)
-    pairs = derive_pairs(items, interactions, cfg)
+    splits = derive_item_splits(items, interactions, cfg)
+    pairs = derive_pairs(items, interactions, cfg, splits)
     if cfg.media:
         t0 = time.perf_counter()
         items = render_media(items, Path(out), cfg.seed, cfg.render_keyframes, cfg.image_size, audio=True,
                              workers=workers or cfg.media_workers)
         media_s = time.perf_counter() - t0
-    summary = write_data_dir(Path(out), items, interactions, pairs, cfg.holdout_fraction, cfg.seed)
+    summary = write_data_dir(Path(out), items, interactions, pairs)
+    write_item_splits(Path(out), splits)
+    summary["item_splits"] = split_counts(splits)
     summary["source"] = f"MovieLens-100k from {movielens.ml100k_dir()}"
     if cfg.media:
         summary["media"] = {

@@ -11,9 +11,20 @@ Inputs follow the README's "Data schema" section:
   error: ``sail validate`` quarantines its row with the reason.
 * ``interactions``: a file with ``user_id, item_id, timestamp, rating`` (all required).
 * ``pairs``: optional; a folder holding one file per dataset
-  (``<dataset>.csv|.parquet``, pair columns; ``split`` required), or one file
-  for a single dataset (named by its stem). When omitted, the pair datasets
-  are derived from the interactions and items (:func:`sail_core.data.pairs.derive_pairs`).
+  (``<dataset>.csv|.parquet``, pair columns; ``split`` required: ``train``,
+  ``val`` or ``test``), or one file for a single dataset (named by its stem).
+  When omitted, the item split and the pair datasets are derived from the
+  interactions and items (:func:`sail_core.data.pairs.derive_item_splits`,
+  :func:`sail_core.data.pairs.derive_pairs`).
+
+The item split (train / val / test per item) is written to ``item_splits.parquet``
+(:mod:`sail_core.data.splits`). With given pairs it is derived from their
+``split`` column (:func:`sail_core.data.splits.splits_from_pairs`: an item is
+held out exactly when no train pair touches it), and a pair whose split its
+items contradict (a train pair touching a held-out item, a val pair touching a
+test item, a held-out pair with no item of its split) is an import error. Given
+pairs carry no timestamps: keeping their held-out targets after each user's
+time cutoff is up to whoever made them.
 
 Columns that the schema does not know are an error (the message lists them
 and the allowed ones): the schema is the contract that validation and
@@ -37,7 +48,8 @@ from sail_core.data import schema
 from sail_core.data.cast import SchemaError, cast_table
 from sail_core.data.io import TABLE_SUFFIXES, read_text_table
 from sail_core.data.media_import import import_media
-from sail_core.data.pairs import derive_pairs
+from sail_core.data.pairs import derive_item_splits, derive_pairs
+from sail_core.data.splits import check_pair_splits, split_counts, splits_from_pairs, write_item_splits
 from sail_core.data.tables import write_data_dir
 
 
@@ -79,6 +91,16 @@ def _load_pairs(pairs: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _given_splits(items: pd.DataFrame, pairs: dict[str, pd.DataFrame], where: Path) -> dict[str, str]:
+    """The item split that given pair tables imply; a :class:`SchemaError` when a pair contradicts it."""
+    splits = splits_from_pairs(items["item_id"].astype(str), pairs)
+    try:
+        check_pair_splits(pairs, splits)
+    except ValueError as err:
+        raise SchemaError(f"{where}: {err}") from None
+    return splits
+
+
 def import_tables(
     items: Path,
     interactions: Path,
@@ -88,20 +110,24 @@ def import_tables(
 ) -> dict:
     """Import user tables into ``out`` (items, interactions, pairs/<dataset>.parquet).
 
-    ``pairs=None`` derives ``copair_i2i``, ``q2i``, ``cls`` and ``xmodal`` from the data,
-    with the item-held-out split of ``cfg``. Returns summary counts.
+    ``pairs=None`` derives the item split of ``cfg`` and ``copair_i2i``, ``q2i``, ``cls`` and
+    ``xmodal`` from the data; given pairs imply the item split. Returns summary counts.
     """
     items_df = _load(items, "items", schema.ITEM_COLUMNS, schema.ITEM_REQUIRED)
     inter_df = _load(interactions, "interactions", schema.INTERACTION_COLUMNS, schema.INTERACTION_REQUIRED)
-    pair_dfs = None if pairs is None else _load_pairs(pairs)  # every table is read before anything is written
+    # every table is read and checked before anything is written
     if pairs is None:
-        pair_dfs = derive_pairs(items_df, inter_df, cfg)
+        splits = derive_item_splits(items_df, inter_df, cfg)
+        pair_dfs = derive_pairs(items_df, inter_df, cfg, splits)
         source = "derived from interactions and items"
     else:
+        pair_dfs = _load_pairs(pairs)
+        splits = _given_splits(items_df, pair_dfs, Path(pairs))
         source = f"imported from {pairs}"
     items_df, media = import_media(items_df, Path(items).parent, Path(out))
-    summary = write_data_dir(Path(out), items_df, inter_df, pair_dfs,
-                             cfg.holdout_fraction if pairs is None else None, cfg.seed)
+    summary = write_data_dir(Path(out), items_df, inter_df, pair_dfs)
+    write_item_splits(Path(out), splits, items_df["item_id"])
+    summary["item_splits"] = split_counts({i: splits[i] for i in items_df["item_id"].astype(str)})
     summary["source"] = f"items {items}, interactions {interactions}; pairs {source}"
     summary["media"] = media
     return summary

@@ -3,7 +3,9 @@
 Layout (see :mod:`sail_core.data.schema`): ``items.parquet``,
 ``pairs/<dataset>.parquet``; optional ``hard_negatives/<dataset>.parquet`` with
 columns ``query_item``, ``query_text`` (one of them set) and ``negative_item``,
-one row per mined negative, written by hard-negative mining (stage III).
+one row per mined negative, written by hard-negative mining (stage III). Mined
+negatives must be train items (:func:`sail_core.data.splits.train_items`); the
+training pool refuses any other (:class:`sail_core.train.hard_negatives.HardNegativePool`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def plain_nulls(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_pairs(data_dir: Path, dataset: str, split: str) -> pd.DataFrame:
-    """The ``split`` rows of ``pairs/<dataset>.parquet``, index reset."""
+    """The ``split`` rows (``train``, ``val`` or ``test``) of ``pairs/<dataset>.parquet``, index reset."""
+    if split not in schema.SPLITS:
+        raise ValueError(f"load_pairs: split {split!r} is not one of {list(schema.SPLITS)}")
     path = Path(data_dir) / schema.PAIRS_DIR / f"{dataset}.parquet"
     if not path.exists():
         raise FileNotFoundError(

@@ -4,17 +4,22 @@ A data folder (raw or validated) holds::
 
     items.parquet          one row per content item
     interactions.parquet   user-item events with timestamps
+    item_splits.parquet    the split of every item: train, val or test (sail_core.data.splits)
     pairs/<dataset>.parquet  query -> target pairs, one file per dataset (name = config key)
     media/                 cover, keyframe and audio files named by the items' *_path columns
 
 Each side of a pair is either an item (``*_item``) or free text (``*_text``):
-exactly one of the two is set. ``split`` is ``train`` or ``test``; test pairs
-involve at least one held-out item (evaluation splits are made by item).
+exactly one of the two is set. A pair's ``split`` is ``train``, ``val`` or
+``test``, given by its items' splits (:mod:`sail_core.data.splits`): a test pair
+touches a test item, a val pair a val item and no test item, a train pair train
+items only. ``val`` serves balancing, mining and early checks; only ``test`` is
+reported.
 """
 
 from __future__ import annotations
 
 ITEMS = "items"
+ITEM_SPLITS = "item_splits"
 INTERACTIONS = "interactions"
 PAIRS_DIR = "pairs"
 
@@ -47,7 +52,14 @@ PAIR_COLUMNS: dict[str, str] = {
     "target_item": "string",
     "target_text": "string",
     "score": "Float64",      # optional graded relevance
-    "split": "string",       # train | test
+    "split": "string",       # train | val | test
 }
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+HELD_OUT = ("val", "test")
+
+ITEM_SPLIT_COLUMNS: dict[str, str] = {
+    "item_id": "string",     # unique, required, must exist in items
+    "split": "string",       # train | val | test, required
+}
+ITEM_SPLIT_REQUIRED = list(ITEM_SPLIT_COLUMNS)
 

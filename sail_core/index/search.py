@@ -2,7 +2,9 @@
 
 ``flat`` is exact search; ``ivf`` (inverted lists, k-means trained on a sample) and
 ``hnsw`` (a graph) are approximate. Vectors are added and queries searched in blocks,
-so peak memory is the index plus one block, whatever the catalogue size.
+so peak memory is the index plus one block, whatever the catalogue size: a memory-mapped
+``vectors`` file's pages are released once added (else the map's resident pages, a second
+copy of the catalogue, count against the process until it is closed).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from sail_core.index.vectors import release_pages
 
 BLOCK = 65_536          # rows added to an index at a time
 QUERY_BLOCK = 2_048     # queries searched at a time
@@ -43,8 +47,10 @@ def build_index(vectors: np.ndarray, kind: str = "flat", nlist: int = 1024, npro
         index.hnsw.efSearch = int(ef_search)
     else:
         raise ValueError(f"index kind {kind!r} is not one of {KINDS}")
+    release_pages(vectors)  # the training sample's pages
     for s in range(0, n, BLOCK):
         index.add(np.ascontiguousarray(vectors[s : s + BLOCK], dtype=np.float32))
+        release_pages(vectors[s : s + BLOCK])  # the index holds its own copy
     return index
 
 

@@ -5,6 +5,12 @@ Mined negatives come from ``hard_negatives/<dataset>.parquet`` (see
 filled with random items, so every row has exactly H and the tensor shapes match
 across ranks; a random item that happens to be a positive is masked by its key
 in the loss.
+
+Only train items may be negatives: ``item_ids`` is the pool of allowed negatives (the
+training loop passes the train items, :func:`sail_core.data.splits.train_items`), the
+random fill draws from it alone, and a mined negative outside it (a val or test item,
+or an id not in the catalogue) is refused with a ``ValueError``: a miner that proposes
+held-out items leaks them into training, and the fix belongs in the miner.
 """
 
 from __future__ import annotations
@@ -16,11 +22,20 @@ from sail_core.losses.keys import side_key
 
 
 class HardNegativePool:
+    """``per_query`` negatives per query row: its mined ones, topped up at random from ``item_ids``.
+
+    ``item_ids``: the items allowed as negatives (the train items); every mined negative must be one.
+    """
+
     def __init__(self, mined: pd.DataFrame, item_ids: list[str], per_query: int, seed: int):
         if per_query < 1:
             raise ValueError("HardNegativePool needs per_query >= 1")
         self.per_query = int(per_query)
-        self.item_ids = list(item_ids)
+        self.item_ids = [str(i) for i in item_ids]
+        if len(self.item_ids) < self.per_query:
+            raise ValueError(f"HardNegativePool: {len(self.item_ids)} train item(s) to draw negatives from, fewer "
+                             f"than hard_negatives={self.per_query} per query; lower the stage's hard_negatives")
+        _refuse_outside(mined, set(self.item_ids))
         self.rng = np.random.default_rng([seed, 2])
         self.by_query: dict[int, list[str]] = {}
         for r in mined.to_dict("records"):
@@ -44,3 +59,16 @@ class HardNegativePool:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def _refuse_outside(mined: pd.DataFrame, allowed: set[str]) -> None:
+    """Raise when a mined negative is not an allowed (train) item."""
+    negatives = mined["negative_item"].astype(str) if len(mined) else pd.Series([], dtype=str)
+    bad = negatives[~negatives.isin(allowed)]
+    if len(bad):
+        shown = ", ".join(repr(v) for v in list(dict.fromkeys(bad))[:5])
+        raise ValueError(
+            f"{len(bad)} mined hard negative(s) of {len(mined)} are not train items (held out in val/test, or not "
+            f"in the catalogue), e.g. {shown}: training on them leaks held-out items. Mine negatives among the "
+            "train items only (sail_core.data.splits.train_items) and rerun the miner"
+        )

@@ -52,6 +52,7 @@ from sail_core.features.embed import embed_samples
 from sail_core.train.curves import plot_loss_curve, write_train_metrics
 from sail_core.train.hard_negatives import HardNegativePool
 from sail_core.data.pair_data import load_hard_negatives, load_pairs
+from sail_core.data.splits import train_items
 from sail_core.train.patterns import PatternBatch, build_pattern_batch
 from sail_core.train.sampler import StochasticSpecialisationSampler
 
@@ -179,8 +180,9 @@ def train_stage(
     )
     pools: dict[str, HardNegativePool] = {}
     if stage.hard_negatives:
+        negatives_from = train_items(data_dir, inputs.items)  # never a val/test item
         for n in stage.datasets:
-            pools[n] = HardNegativePool(load_hard_negatives(data_dir, n), list(inputs.items), stage.hard_negatives,
+            pools[n] = HardNegativePool(load_hard_negatives(data_dir, n), negatives_from, stage.hard_negatives,
                                         cfg.train.seed + rank)
 
     model = load_initial_model(cfg, init_from)
