@@ -44,7 +44,7 @@ import pandas as pd
 from sail_core.config import DataConfig
 from sail_core.data import schema
 from sail_core.data.queries import pick_queries
-from sail_core.data.splits import after_cutoff, pair_splits, split_items, user_cutoffs
+from sail_core.data.splits import after_cutoff, check_pair_splits, pair_splits, split_items, user_cutoffs
 
 DATASETS = ("copair_i2i", "q2i", "cls", "xmodal")
 QUERIES_PER_ITEM = 2
@@ -217,7 +217,8 @@ def derive_pairs(items: pd.DataFrame, interactions: pd.DataFrame, cfg: DataConfi
 
     ``items`` and ``interactions`` are in schema dtypes; ``splits`` is the item split (default:
     :func:`derive_item_splits`). Deterministic for ``cfg.seed``. Raises ``ValueError`` when a dataset
-    comes out empty, or when ``copair_i2i``/``q2i``/``xmodal`` has no test rows.
+    comes out empty, or when ``copair_i2i``/``q2i``/``xmodal`` has no test rows (or, a bug, when a row's
+    split is not the one its items give).
     """
     if splits is None:
         splits = derive_item_splits(items, interactions, cfg)
@@ -240,4 +241,5 @@ def derive_pairs(items: pd.DataFrame, interactions: pd.DataFrame, cfg: DataConfi
                 "data.max_items or data.copair_window_days, or lower data.train_time_fraction"
             )
         out[name] = pairs
+    check_pair_splits(out, splits)  # a build-time guard: every row's split is the one its items give
     return out
