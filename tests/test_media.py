@@ -11,7 +11,7 @@ from sail_core.data import io
 from sail_core.data.media import item_rng, render_media, split_frames
 from sail_core.data.render import GENRE_LOOKS, genre_look, render_cover, render_keyframes
 from sail_core.data.speech import EspeakMissing, Voice, espeak_path, pick_voice, spoken_text, synthesize
-from sail_core.data.splits import holdout_items
+from sail_core.data.splits import item_splits
 from sail_core.preprocess.audio import SAMPLE_RATE, read_wav
 
 
@@ -105,7 +105,7 @@ def test_xmodal_is_one_self_pair_per_item_split_by_holdout(demo_data, tiny_data_
     xm = io.read_pairs(demo_data)["xmodal"]
     assert sorted(xm["query_item"]) == sorted(items["item_id"]) and (xm["query_item"] == xm["target_item"]).all()
     assert xm[["query_text", "target_text", "score"]].isna().all().all()
-    held = holdout_items(items["item_id"], tiny_data_cfg.holdout_fraction, tiny_data_cfg.seed)
+    held = {i for i, s in item_splits(demo_data).items() if s == "test"}
     assert set(xm.loc[xm["split"] == "test", "query_item"]) == held
     # the other datasets' test items are the same held-out items
     q2i = io.read_pairs(demo_data)["q2i"]

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sail_core.config import load_config
 from sail_core.data.demo import build_demo
 from sail_core.data.pair_data import load_pairs
-from sail_core.eval.embed import SideEmbedder
+from sail_core.eval.embed import ModelEncoder, item_sides
 from sail_core.eval.evaluate import baseline_model
 from sail_core.eval.recall import recall_at_k
 from sail_core.features.item_inputs import ItemInputs
@@ -90,9 +91,9 @@ def recall_on_pairs(model, data_dir: Path, cfg) -> float:
     relevant: dict[str, set[int]] = {}
     for q, t in zip(pairs["query_item"], pairs["target_item"]):
         relevant.setdefault(str(q), set()).add(row[str(t)])
-    embed = SideEmbedder(model, inputs, batch_size=64, progress=False)
-    corpus = embed(embed.item_sides(items, "text", ds.target_instruction))
-    queries = embed(embed.item_sides(list(relevant), "text", ds.query_instruction))
+    encode = ModelEncoder(model, inputs, batch_size=64)
+    corpus = torch.from_numpy(encode(item_sides(items, "text", ds.target_instruction)))
+    queries = torch.from_numpy(encode(item_sides(list(relevant), "text", ds.query_instruction)))
     own = [row[q] for q in relevant]
     return recall_at_k(queries, corpus, [sorted(r) for r in relevant.values()], [K], exclude_index=own)[K]
 

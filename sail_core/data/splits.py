@@ -126,20 +126,6 @@ def split_counts(splits: dict[str, str]) -> dict[str, int]:
     return {s: values.count(s) for s in schema.SPLITS}
 
 
-def holdout_items(item_ids: pd.Series | list[str], fraction: float, seed: int) -> set[str]:
-    """Deprecated: the earlier uniform draw of held-out items, ignoring interactions and validation items.
-
-    Kept only because :func:`sail_core.data.tables.write_data_dir` still imports it for an optional summary
-    count that no builder asks for any more. The split of a data folder is :func:`item_splits`.
-    """
-    ids = sorted(set(str(i) for i in item_ids))
-    if len(ids) < 2:
-        return set()
-    n = min(len(ids) - 1, max(1, int(round(fraction * len(ids)))))
-    chosen = np.random.default_rng(seed).choice(len(ids), size=n, replace=False)
-    return {ids[i] for i in chosen}
-
-
 # -- pairs -------------------------------------------------------------------------------------------
 
 

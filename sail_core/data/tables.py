@@ -8,7 +8,6 @@ import pandas as pd
 
 from sail_core.data import schema
 from sail_core.data.io import write_table
-from sail_core.data.splits import holdout_items
 
 
 def write_data_dir(
@@ -16,8 +15,6 @@ def write_data_dir(
     items: pd.DataFrame,
     interactions: pd.DataFrame,
     pairs: dict[str, pd.DataFrame],
-    holdout_fraction: float | None = None,
-    seed: int = 0,
 ) -> dict:
     """Write ``out/items.parquet``, ``out/interactions.parquet``, ``out/pairs/<name>.parquet``.
 
@@ -44,6 +41,4 @@ def write_data_dir(
         "users": int(interactions["user_id"].nunique()),
         "pairs": summary_pairs,
     }
-    if holdout_fraction is not None:
-        summary["held_out_items"] = len(holdout_items(items["item_id"], holdout_fraction, seed))
     return summary
