@@ -136,6 +136,16 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     assert mv.tags["airflow_run_id"] == dr.run_id and mv.tags["data_hash"].endswith(".dir")
     vec = client.embed(["a romantic comedy set in paris"], None, cfg.serve, "http")
     assert vec.shape == (1, 384)
+    # the served version carries the catalogue index its run built: `sail similar` answers from its vectors
+    import numpy as np
+
+    from serving import catalogue
+
+    index = Path(registry.client().download_artifacts(champ.run_id, "index"))
+    answer = catalogue.similar(index.joinpath("item_ids.txt").read_text().split()[0], 5, cfg.serve)
+    assert answer.version == champ.version and len(answer.hits) == 5
+    np.testing.assert_array_equal(catalogue.served_catalogue(cfg.serve)[1].vectors, np.load(index / "vectors.npy"))
+    assert run.data.metrics["index.items"] == answer.meta["count"] == 120
 
     # every task ran in a workspace of its own that is gone now; nothing was written to the project
     assert not (sail_home() / "cache").exists()
@@ -153,8 +163,8 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     saved = Path(registry.client().download_artifacts(champ.run_id, "record"))
     assert yaml.safe_load((saved / "config.resolved.yaml").read_text()) == cfg.model_dump(mode="json")
     outs = {o["path"]: o["md5"] for o in yaml.safe_load((saved / "outputs.dvc").read_text())["outs"]}
-    assert set(outs) == {"data/raw", "data/validated", "data/quarantine", "models/stage1", "reports/eval",
-                         "models/onnx"}
+    assert set(outs) == {"data/raw", "data/validated", "data/quarantine", "models/stage1", "models/index",
+                         "reports/eval", "models/onnx"}
     assert outs == record.outputs and outs["data/validated"] == mv.tags["data_hash"]
 
 
