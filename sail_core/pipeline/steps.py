@@ -365,7 +365,7 @@ def gate(cfg: Config, ws: Workspace) -> dict:
     tracking.log_metrics(run_id, {"gate.passed": float(result.passed),
                                   **{f"gate.{c['metric'][len('eval.'):]}.delta_ci_low": c["delta_ci"][0]
                                      for c in result.checks}})
-    console.print(result.summary())
+    console.print(result.summary(), markup=False)
     if not result.passed:
         raise GateFailed(result.summary())
     return {"passed": True, "reference": result.reference, "overlap": overlap}
