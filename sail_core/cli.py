@@ -335,6 +335,12 @@ def embed(
                            "embedding": [round(float(x), 6) for x in vec]}))
 
 
+def _answer(answer) -> dict:
+    """A catalogue answer without the index's meta: which version answered, what was asked, the hits."""
+    shown = {k: v for k, v in answer.to_dict().items() if k != "meta" and v is not None}
+    return {**shown, "hits": [{k: v for k, v in h.items() if v is not None} for h in shown["hits"]]}
+
+
 @app.command()
 def similar(
     item_id: str = typer.Argument(..., help="a catalogue item id"),
@@ -343,7 +349,7 @@ def similar(
     """The items nearest ITEM_ID, from the catalogue index of the model Triton serves."""
     from serving import catalogue
 
-    _print(_run(catalogue.similar, item_id, k, _run(_cfg).serve).to_dict())
+    _print(_answer(_run(catalogue.similar, item_id, k, _run(_cfg).serve)))
 
 
 @app.command()
@@ -354,7 +360,7 @@ def search(
     """The items nearest TEXT: encoded by the served model on Triton, searched in that model's catalogue index."""
     from serving import catalogue
 
-    _print(_run(catalogue.search, text, k, _run(_cfg).serve).to_dict())
+    _print(_answer(_run(catalogue.search, text, k, _run(_cfg).serve)))
 
 
 # ------------------------------------------------------------ orchestration

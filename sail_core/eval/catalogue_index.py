@@ -68,7 +68,7 @@ def build_catalogue(cfg: Config, model, inputs: ItemInputs, out_dir: Path, progr
     meta = write_catalogue(out_dir, item_ids, {
         "dataset": name, "query_instruction": ds.query_instruction, "target_instruction": ds.target_instruction,
         "modality": "omni", "embed_seconds": round(embed_s, 3), "model_hash": model_hash},
-        kind=cfg.index.kind, nlist=cfg.index.nlist, nprobe=cfg.index.nprobe, hnsw_m=cfg.index.hnsw_m,
+        kind=cfg.index.kind, titles=[inputs.item(i).fields.get("title") or "" for i in item_ids], nlist=cfg.index.nlist, nprobe=cfg.index.nprobe, hnsw_m=cfg.index.hnsw_m,
         ef_search=cfg.index.ef_search)
     meta["build_seconds"] = round(time.perf_counter() - started - embed_s, 3)
     return meta

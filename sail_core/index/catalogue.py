@@ -7,6 +7,7 @@ version folder it serves with)::
     item_ids.txt   one item id per line, in row order
     vectors.npy    (count, dim) float32, L2-normalised: row r is item_ids[r]
     index.faiss    FAISS inner-product index over vectors.npy
+    titles.txt     optional: one display title per line, in row order
 
 :class:`Catalogue` reads it back (vectors memory-mapped) and answers "items similar to
 this item" and "items nearest this query vector".
@@ -23,11 +24,12 @@ import numpy as np
 from sail_core.index.search import build_index, load_index, save_index, search
 from sail_core.index.vectors import open_vectors
 
-META, IDS, VECTORS, INDEX = "index.json", "item_ids.txt", "vectors.npy", "index.faiss"
+META, IDS, VECTORS, INDEX, TITLES = "index.json", "item_ids.txt", "vectors.npy", "index.faiss", "titles.txt"
 
 
-def write_catalogue(folder: str | Path, item_ids: list[str], meta: dict, kind: str = "flat", **index_args) -> dict:
-    """Build ``index.faiss`` over ``folder/vectors.npy`` (already written) and write ids and meta."""
+def write_catalogue(folder: str | Path, item_ids: list[str], meta: dict, kind: str = "flat",
+                    titles: list[str] | None = None, **index_args) -> dict:
+    """Build ``index.faiss`` over ``folder/vectors.npy`` (already written) and write ids, titles and meta."""
     folder = Path(folder)
     vectors = open_vectors(folder / VECTORS)
     if len(vectors) != len(item_ids):
@@ -35,6 +37,10 @@ def write_catalogue(folder: str | Path, item_ids: list[str], meta: dict, kind: s
     index = build_index(vectors, kind, **index_args)
     save_index(index, folder / INDEX)
     (folder / IDS).write_text("".join(f"{i}\n" for i in item_ids))
+    if titles is not None:
+        if len(titles) != len(item_ids):
+            raise ValueError(f"{len(titles)} titles for {len(item_ids)} item ids")
+        (folder / TITLES).write_text("".join(" ".join(str(t).split()) + "\n" for t in titles))
     meta = {**meta, "kind": kind, "dim": int(vectors.shape[1]), "count": len(item_ids),
             **{k: v for k, v in index_args.items() if k in ("nlist", "nprobe", "hnsw_m", "ef_search")}}
     (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -45,6 +51,7 @@ def write_catalogue(folder: str | Path, item_ids: list[str], meta: dict, kind: s
 class Hit:
     item_id: str
     score: float
+    title: str | None = None
 
 
 class Catalogue:
@@ -59,6 +66,8 @@ class Catalogue:
         self.meta = json.loads((self.folder / META).read_text())
         self.item_ids = (self.folder / IDS).read_text().split("\n")[:-1]
         self.row = {item: r for r, item in enumerate(self.item_ids)}
+        titles = self.folder / TITLES
+        self.titles = titles.read_text().split("\n")[:-1] if titles.exists() else None
         self.vectors = open_vectors(self.folder / VECTORS)
         self.index = load_index(self.folder / INDEX)
 
@@ -77,7 +86,8 @@ class Catalogue:
                              f"dim {self.meta['dim']} (ask the encoder for its full dim)")
         exclude = None if exclude_item is None else np.array([self.row[str(exclude_item)]])
         scores, ids = search(self.index, q, k, exclude=exclude)
-        return [Hit(self.item_ids[i], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        return [Hit(self.item_ids[i], float(s), self.titles[i] if self.titles else None)
+                for s, i in zip(scores[0], ids[0]) if i >= 0]
 
     def similar(self, item_id: str, k: int = 10) -> list[Hit]:
         """The ``k`` items nearest ``item_id``'s own vector, the item itself left out."""
