@@ -51,6 +51,20 @@ def demo_data(tmp_path_factory, tiny_data_cfg):
     return out
 
 
+# --- the Triton runtime (tests/test_serving_*.py) -------------------------------
+@pytest.fixture(scope="module")
+def runtime():
+    """The Triton runtime environment, built once per machine (its venv is shared with the workspace)."""
+    from sail_core.paths import home
+    from serving.runtime import ensure_runtime
+
+    # Pin the venv location before anything can move SAIL_HOME, so all test modules share one.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SAIL_TRITON_VENV", os.environ.get("SAIL_TRITON_VENV") or str(home().triton_venv))
+    yield ensure_runtime()
+    mp.undo()
+
+
 # --- test order and seeds ------------------------------------------------------
 # pytest-randomly shuffles the order and reseeds `random` and numpy before every test; it leaves torch
 # alone, and under `pytest -q` it prints no seed. These two hooks add both.

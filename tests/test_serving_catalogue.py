@@ -10,7 +10,6 @@ encoded by that version (compared with PyTorch on the same text and instruction)
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
@@ -20,7 +19,6 @@ from exports import ITEM, QUERY, cached_export, torch_embed
 from sail_core.config import load_config
 from sail_core.index.catalogue import Catalogue, write_catalogue
 from sail_core.index.vectors import write_vectors
-from sail_core.paths import home
 from sail_core.preprocess.export_format import read_export_meta
 from sail_core.preprocess.instructions import resolve_instruction
 from serving import catalogue as served
@@ -29,7 +27,6 @@ from serving.catalogue import CatalogueUnavailable, query_task, search, similar
 from serving.ephemeral import ephemeral_server
 from serving.promote import PromotionError, promote, rollback, serving_state
 from serving.repository import CATALOGUE_DIR, CATALOGUE_FILES, model_dir, write_version
-from serving.runtime import ensure_runtime
 
 pytestmark = pytest.mark.triton
 
@@ -57,14 +54,6 @@ def _catalogue(folder, vectors: np.ndarray, model: str):
     write_vectors(folder / "vectors.npy", [vectors], len(vectors), vectors.shape[1])
     write_catalogue(folder, IDS, {"query_instruction": QUERY, "target_instruction": ITEM, "model": model})
     return folder
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SAIL_TRITON_VENV", os.environ.get("SAIL_TRITON_VENV") or str(home().triton_venv))
-    yield ensure_runtime()
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

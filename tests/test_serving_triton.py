@@ -14,7 +14,6 @@ default ``home().triton_venv``; it is created (about 40 s, from PyPI) if missing
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import threading
@@ -41,7 +40,6 @@ from serving.client import (
 from serving.ephemeral import ephemeral_server
 from serving.promote import PromotionError, promote, rollback, serving_state
 from serving.repository import read_config
-from serving.runtime import ensure_runtime
 
 pytestmark = pytest.mark.triton
 
@@ -60,15 +58,6 @@ COMBOS = {
     "text+image": dict(texts=TEXTS[2:4], images=[JPEG, PNG]),
     "all": dict(texts=[TEXTS[0]], images=[PNG], frames=[FRAMES], audios=[WAV]),
 }
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    # Pin the venv location before anything can move SAIL_HOME, so all test modules share one.
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SAIL_TRITON_VENV", os.environ.get("SAIL_TRITON_VENV") or str(home().triton_venv))
-    yield ensure_runtime()
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
