@@ -9,8 +9,8 @@ from sail_core.eval.intervals import paired_interval
 from sail_core.pipeline.gating import check_gate, gate_metrics, gate_overrides
 
 
-def _gm(metric: str, min_delta: float, rule: str = "beats") -> list[GateMetric]:
-    return [GateMetric(metric=metric, min_delta=min_delta, rule=rule)]
+def _gm(metric: str, min_delta: float) -> list[GateMetric]:
+    return [GateMetric(metric=metric, min_delta=min_delta)]
 
 
 RNG = np.random.default_rng(0)
@@ -32,13 +32,23 @@ def test_beats_needs_the_whole_paired_interval_above_min_delta():
     assert not miss.passed and "MISS" in miss.summary() and "interval low >" in miss.summary()
 
 
-def test_a_tie_does_not_beat_but_is_not_worse():
+def test_a_model_does_not_beat_itself_but_is_not_worse():
     same = {"i2i.recall_at_10": BETTER}
     assert not check_gate(same, same, _gm("eval.i2i.recall_at_10", 0.0)).passed
-    assert check_gate(same, same, _gm("eval.i2i.recall_at_10", -0.01, "not_worse")).passed
+    ok = check_gate(same, same, _gm("eval.i2i.recall_at_10", 0.0), rule="not_worse")
+    assert ok.passed and ok.checks[0]["delta_ci"] == [0.0, 0.0] and "interval high >=" in ok.summary()
     worse = check_gate({"i2i.recall_at_10": WORSE}, {"i2i.recall_at_10": BETTER},
-                       _gm("eval.i2i.recall_at_10", 0.0, "not_worse"))
+                       _gm("eval.i2i.recall_at_10", 0.0), rule="not_worse")
     assert not worse.passed  # shown to be worse: the whole interval is below 0
+    assert check_gate({"i2i.recall_at_10": WORSE}, {"i2i.recall_at_10": BETTER},
+                      _gm("eval.i2i.recall_at_10", -0.5), rule="not_worse").passed  # within an allowed loss
+    with pytest.raises(ValueError, match="not one of beats, not_worse"):
+        check_gate(same, same, _gm("eval.i2i.recall_at_10", 0.0), rule="better")
+
+
+def test_the_demo_promotes_a_first_model_that_beats_and_keeps_an_equal_one():
+    cfg = load_config(profile="demo")
+    assert (cfg.gate.first_rule, cfg.gate.champion_rule) == ("beats", "not_worse")
 
 
 def test_masked_queries_are_left_out_of_the_comparison():

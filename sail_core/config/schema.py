@@ -285,16 +285,15 @@ def eval_metric_names(eval_cfg: EvalConfig, model: ModelConfig) -> list[str]:
     return names
 
 
-class GateMetric(_Strict):
-    """One gate check on the paired 95% interval of ``metric`` (candidate minus reference, same queries).
+GateRule = Literal["beats", "not_worse"]
 
-    ``rule: beats``: the whole interval lies above ``min_delta`` (with 0: the candidate beats the reference).
-    ``rule: not_worse``: the interval reaches above ``min_delta`` (with 0: not shown to be worse)."""
+
+class GateMetric(_Strict):
+    """One gate check on the paired 95% interval of ``metric`` (candidate minus reference, same queries),
+    compared with ``min_delta`` by the gate's rule (:class:`GateConfig`)."""
 
     metric: str = Field(description="a metric the evaluate step logs, e.g. eval.i2i.recall_at_10")
     min_delta: float = Field(0.0, description="the margin the difference is compared with (negative: allowed loss)")
-    rule: Literal["beats", "not_worse"] = Field("beats", description=(
-        "beats: interval low > min_delta; not_worse: interval high > min_delta"))
 
 
 class GateConfig(_Strict):
@@ -308,6 +307,11 @@ class GateConfig(_Strict):
     first_reference: Literal["untrained", "text_reference"] = Field("untrained", description=(
         "the reference when no champion exists: the untrained model, or the plain text reference "
         "(tasks it cannot do fall back to the untrained model)"))
+    first_rule: GateRule = Field("beats", description=(
+        "against the first reference: beats = interval low > min_delta; not_worse = interval high >= min_delta"))
+    champion_rule: GateRule = Field("not_worse", description=(
+        "against the champion re-scored: not_worse = interval high >= min_delta (the same model passes); "
+        "beats = interval low > min_delta"))
 
     @model_validator(mode="after")
     def _distinct(self) -> "GateConfig":

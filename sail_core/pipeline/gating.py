@@ -4,7 +4,9 @@ model or the plain text reference), by paired bootstrap intervals of the differe
 The module is ``gating``, not ``gate``: ``sail_core.pipeline.gate`` is the gate step, and a submodule of that
 name would replace it on the package once imported.
 
-Thresholds are ``gate.metrics``: a list of ``{metric, min_delta, rule}``. :func:`gate_metrics` also
+Thresholds are ``gate.metrics``: a list of ``{metric, min_delta}``; the rule that compares the paired
+interval with ``min_delta`` is ``gate.first_rule`` against the first reference and ``gate.champion_rule``
+against the champion. :func:`gate_metrics` also
 reads the ``{metric: min_delta}`` mapping that a form (the DAG's ``gate_thresholds``) gives, and
 :func:`gate_overrides` turns either into the override that :func:`sail_core.config.load_config` takes.
 """
@@ -38,7 +40,7 @@ class GateResult:
             mark = "ok " if c["passed"] else "MISS"
             low, high = c["delta_ci"]
             need = (f"interval low > {c['min_delta']:+.4f}" if c["rule"] == "beats"
-                    else f"interval high > {c['min_delta']:+.4f}")
+                    else f"interval high >= {c['min_delta']:+.4f}")
             lines.append(
                 f"  [{mark}] {c['metric']}: candidate {c['candidate']:.4f} vs {c['reference_name']} {c['reference']:.4f} "
                 f"on {c['queries']} queries: delta {c['delta']:+.4f}, paired 95% interval [{low:+.4f}, {high:+.4f}]; "
@@ -53,7 +55,7 @@ def gate_metrics(value: Sequence[GateMetric | Mapping[str, Any]] | Mapping[str, 
     if not value:
         return []
     if isinstance(value, Mapping):
-        if set(value) <= {"metric", "min_delta", "rule"}:
+        if set(value) <= {"metric", "min_delta"}:
             value = [value]  # one entry of the list form, not a mapping of metric names
         else:
             value = [{"metric": str(k), "min_delta": v} for k, v in value.items()]
@@ -87,15 +89,19 @@ def check_gate(
     keep: Mapping[str, np.ndarray] | None = None,
     fallback: dict[str, np.ndarray] | None = None,
     fallback_label: str = "untrained model",
+    rule: str = "beats",
 ) -> GateResult:
     """Check every threshold on the paired bootstrap interval of candidate - reference, query by query.
 
     ``candidate`` / ``reference``: per-query values by unprefixed metric name (``i2i.recall_at_10``),
     the same queries in the same order. ``keep`` (per task, a boolean mask over its queries) leaves
     out queries the reference must not be judged on. A metric the reference lacks is compared with
-    ``fallback`` (the untrained model, for a task the text reference cannot do). ``rule: beats`` passes
-    when the interval's low end is above ``min_delta``; ``not_worse`` when its high end is.
+    ``fallback`` (the untrained model, for a task the text reference cannot do). ``rule`` ``beats`` passes
+    when the interval's low end is above ``min_delta``; ``not_worse`` when its high end is at least
+    ``min_delta`` (so a model passes against itself).
     """
+    if rule not in ("beats", "not_worse"):
+        raise ValueError(f"gate rule {rule!r} is not one of beats, not_worse")
     checks = []
     for gate in gate_metrics(thresholds):
         if not gate.metric.startswith("eval."):
@@ -117,9 +123,9 @@ def check_gate(
                              "so nothing is left to compare; gate on another metric or retrain the champion")
         low, high = paired_interval(a[mask], b[mask])
         delta = float(a[mask].mean() - b[mask].mean())
-        bound = low if gate.rule == "beats" else high
-        checks.append({"metric": gate.metric, "rule": gate.rule, "min_delta": float(gate.min_delta),
+        passed = low > float(gate.min_delta) if rule == "beats" else high >= float(gate.min_delta) - 1e-12
+        checks.append({"metric": gate.metric, "rule": rule, "min_delta": float(gate.min_delta),
                        "reference_name": label, "candidate": float(a[mask].mean()), "reference": float(b[mask].mean()),
                        "delta": delta, "delta_ci": [low, high], "queries": int(mask.sum()),
-                       "excluded": int((~mask).sum()), "passed": bool(bound > float(gate.min_delta))})
+                       "excluded": int((~mask).sum()), "passed": bool(passed)})
     return GateResult(all(c["passed"] for c in checks), reference_label, checks)

@@ -349,12 +349,13 @@ def gate(cfg: Config, ws: Workspace) -> dict:
     if champ is not None:
         reference, keep, overlap = compare_with_champion(cfg, champ, ws.wd.validated, queries, run_id)
         label = f"champion v{champ.version} (re-scored)"
-        result = check_gate(per["eval"], reference, cfg.gate.metrics, label, keep)
+        result = check_gate(per["eval"], reference, cfg.gate.metrics, label, keep, rule=cfg.gate.champion_rule)
     elif cfg.gate.first_reference == "text_reference" and "reference" in per:
         result = check_gate(per["eval"], per["reference"], cfg.gate.metrics, "text reference",
-                            fallback=per["baseline"])
+                            fallback=per["baseline"], rule=cfg.gate.first_rule)
     else:
-        result = check_gate(per["eval"], per["baseline"], cfg.gate.metrics, "untrained model")
+        result = check_gate(per["eval"], per["baseline"], cfg.gate.metrics, "untrained model",
+                            rule=cfg.gate.first_rule)
     report = json.dumps({"passed": result.passed, "reference": result.reference, "checks": result.checks,
                          "overlap": overlap}, indent=2)
     out = ws.wd.reports / "gate.json"
