@@ -168,6 +168,21 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     assert outs == record.outputs and outs["data/validated"] == mv.tags["data_hash"]
 
 
+def test_a_run_that_reuses_its_base_runs_index_registers_and_serves_it(project, whole_run):
+    """Encoder and index travel together even when the index was built by the base run."""
+    from sail_core.config import load_config
+    from sail_core.pipeline import registry
+    from serving import catalogue
+
+    dr = _dag().test(run_conf={"profile": "tiny", "steps": ["evaluate", "gate", "export", "register", "promote"]})
+    assert str(dr.state) == "success", _states(dr)
+    cfg = load_config(project / "params.yaml")
+    champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
+    assert registry.has_artifact(champ.run_id, "index")
+    answer = catalogue.similar(catalogue.served_catalogue(cfg.serve)[1].item_ids[0], 3, cfg.serve)
+    assert answer.version == champ.version and len(answer.hits) == 3
+
+
 def test_the_record_is_a_dvc_file_that_dvc_pulls(project, whole_run, tmp_path):
     """``record/outputs.dvc`` names the run's folders by hash: DVC itself fetches them from the object store."""
     from sail_core.config import load_config

@@ -65,13 +65,18 @@ def download_onnx(model_name: str, version: int, dest: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="onnx", dst_path=str(dest)))
 
 
+def has_artifact(run_id: str, path: str) -> bool:
+    """Whether MLflow run ``run_id`` has a top-level artifact (file or folder) named ``path``."""
+    return any(a.path == path for a in client().list_artifacts(run_id))
+
+
 def download_index(model_name: str, version: int, dest: Path) -> Path | None:
     """Fetch the catalogue index (``index/`` of the version's run, written by the index step); None when the
     version was registered before indexes existed."""
     import mlflow
 
     mv = client().get_model_version(model_name, str(version))
-    if not any(a.path == "index" for a in client().list_artifacts(mv.run_id)):
+    if not has_artifact(mv.run_id, "index"):
         return None
     dest.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="index", dst_path=str(dest)))

@@ -41,8 +41,8 @@ def inputs(cfg: Config) -> dict[str, list[str]]:
     final = _final_model(cfg)
     return {"validate": ["data/raw"], "version": ["data/validated"], "train": ["data/validated"],
             "index": ["data/validated", final], "evaluate": ["data/validated", final, "models/index"],
-            "gate": ["data/validated", "reports/eval"], "export": [final], "register": ["models/onnx", "models/index"],
-            "promote": []}
+            "gate": ["data/validated", "reports/eval"], "export": [final],
+            "register": ["models/onnx", "models/index", final], "promote": []}
 
 
 def task_names(cfg: Config, steps: list[str]) -> list[str]:
@@ -404,8 +404,14 @@ def register(cfg: Config, ws: Workspace, airflow_run_id: str | None = None, comm
         from sail_core.pipeline.dvc_params import model_stages
 
         version(cfg, ws, model_stages(cfg))
-    ws.pull("models/onnx", "models/index")  # the index was logged to the run (artifact index/) by the index step
+    from sail_core.eval.catalogue_index import check_catalogue
+
+    ws.pull("models/onnx", "models/index", _final_model(cfg))
     run_id = ws.mlflow_run_id
+    # the version's run holds its catalogue index (artifact index/), built with the very model registered
+    check_catalogue(ws.wd.root / "models" / "index", _final_model_dir(cfg, ws))
+    if not registry.has_artifact(run_id, "index"):  # an index this run reused from its base run
+        tracking.log_artifacts(run_id, ws.wd.root / "models" / "index", "index")
     tags = {"git_sha": tracking.git_sha(), "data_hash": data_hash(ws), "airflow_run_id": airflow_run_id or "none",
             "sail_run_id": ws.run_id or "none", "profile": cfg.profile}
     v = registry.register_onnx(run_id, ws.wd.onnx, cfg.registry.mlflow_model, tags)
