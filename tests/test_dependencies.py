@@ -26,6 +26,7 @@ DISTRIBUTION_OF = {
     "airflow": "apache-airflow",
     "livekit": "livekit-wakeword",
     "faiss": "faiss-cpu",
+    "ot": "POT",
 }
 # declared, needed, and never imported by name
 NOT_IMPORTED = {
