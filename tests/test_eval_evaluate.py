@@ -119,6 +119,11 @@ def test_catalogue_index_is_the_models_and_is_reused(tiny, tmp_path):
     meta = build_catalogue(cfg, model, inputs, tmp_path / "index", progress=False,
                            model_hash=model_fingerprint(model_dir))
     assert meta["count"] == len(inputs.items) and meta["dim"] == 384
+    again = build_catalogue(cfg, model, inputs, tmp_path / "again", progress=False,
+                            model_hash=model_fingerprint(model_dir))
+    for name in ("index.json", "item_ids.txt", "titles.txt", "vectors.npy", "index.faiss"):  # same model, same folder
+        assert (tmp_path / "index" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    assert again["embed_seconds"] >= 0 and "embed_seconds" not in json.loads((tmp_path / "again" / "index.json").read_text())
     assert check_catalogue(tmp_path / "index", model_dir)["kind"] == "flat"
     other = baseline_model(cfg)
     torch.nn.init.normal_(next(other.parameters()))

@@ -56,19 +56,23 @@ def check_catalogue(folder: Path, model_dir: Path) -> dict:
 
 def build_catalogue(cfg: Config, model, inputs: ItemInputs, out_dir: Path, progress: bool = True,
                     model_hash: str = "") -> dict:
-    """Embed every item of ``inputs`` with ``model`` into ``out_dir/vectors.npy`` and index it; returns the meta."""
+    """Embed every item of ``inputs`` with ``model`` into ``out_dir/vectors.npy`` and index it; returns the meta
+    (``index.json``) plus ``embed_seconds`` and ``build_seconds``."""
     name = search_dataset(cfg)
     ds = cfg.datasets[name]
     item_ids = list(inputs.items)
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    embed_to_file(ModelEncoder(model, inputs, cfg.index.batch_size), item_sides(item_ids, "omni", ds.target_instruction),
-                  out_dir / VECTORS, cfg.index.batch_size, progress, "embed catalogue")
+    sides = item_sides(item_ids, "omni", ds.target_instruction)
+    embed_to_file(ModelEncoder(model, inputs, cfg.index.batch_size), sides, out_dir / VECTORS, cfg.index.batch_size,
+                  progress, "embed catalogue")
     embed_s = time.perf_counter() - started
-    meta = write_catalogue(out_dir, item_ids, {
-        "dataset": name, "query_instruction": ds.query_instruction, "target_instruction": ds.target_instruction,
-        "modality": "omni", "embed_seconds": round(embed_s, 3), "model_hash": model_hash},
-        kind=cfg.index.kind, titles=[inputs.item(i).fields.get("title") or "" for i in item_ids], nlist=cfg.index.nlist, nprobe=cfg.index.nprobe, hnsw_m=cfg.index.hnsw_m,
-        ef_search=cfg.index.ef_search)
-    meta["build_seconds"] = round(time.perf_counter() - started - embed_s, 3)
-    return meta
+    # index.json holds no timings: the same model on the same data gives the same folder (and DVC hash)
+    meta = write_catalogue(
+        out_dir, item_ids,
+        {"dataset": name, "query_instruction": ds.query_instruction, "target_instruction": ds.target_instruction,
+         "modality": "omni", "model_hash": model_hash},
+        kind=cfg.index.kind, titles=[inputs.item(i).fields.get("title") or "" for i in item_ids],
+        nlist=cfg.index.nlist, nprobe=cfg.index.nprobe, hnsw_m=cfg.index.hnsw_m, ef_search=cfg.index.ef_search)
+    return {**meta, "embed_seconds": round(embed_s, 3),
+            "build_seconds": round(time.perf_counter() - started - embed_s, 3)}
