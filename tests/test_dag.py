@@ -174,13 +174,21 @@ def test_a_run_that_reuses_its_base_runs_index_registers_and_serves_it(project, 
     from sail_core.pipeline import registry
     from serving import catalogue
 
+    from sail_core import pipeline
+
+    cfg = load_config(project / "params.yaml")
+    before = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     dr = _dag().test(run_conf={"profile": "tiny", "steps": ["evaluate", "gate", "export", "register", "promote"]})
     assert str(dr.state) == "success", _states(dr)
-    cfg = load_config(project / "params.yaml")
     champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
-    assert registry.has_artifact(champ.run_id, "index")
-    answer = catalogue.similar(catalogue.served_catalogue(cfg.serve)[1].item_ids[0], 3, cfg.serve)
+    assert champ.version != before.version and registry.has_artifact(champ.run_id, "index")
+    item = catalogue.served_catalogue(cfg.serve)[1].item_ids[0]
+    answer = catalogue.similar(item, 3, cfg.serve)
     assert answer.version == champ.version and len(answer.hits) == 3
+    # roll back: the earlier version's encoder and index serve again (and the module's other tests see it as champion)
+    pipeline.rollback(cfg)
+    assert catalogue.similar(item, 3, cfg.serve).version == before.version
+    assert registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION).version == before.version
 
 
 def test_the_record_is_a_dvc_file_that_dvc_pulls(project, whole_run, tmp_path):
