@@ -122,7 +122,8 @@ def test_resume_warns_when_steps_differ(cfg, data, cache, tmp_path):
 def test_hard_negatives_stage_init_from_and_temperature_lr(cfg, data, cache, full_run, tmp_path):
     out, _, _ = full_run
     stage = cfg.train.stages[0].model_copy(update={"name": "stage3", "steps": 2, "hard_negatives": 2, "batch_size": 4,
-                                                   "datasets": ["copair_i2i", "q2i"], "temperature_lr": 0.05})
+                                                   "datasets": ["copair_i2i", "q2i"], "temperature_lr": 0.05,
+                                                   "hard_negative_datasets": ["copair_i2i", "q2i"]})
     with pytest.raises(FileNotFoundError, match="hard_negatives/copair_i2i.parquet does not exist"):
         train_stage(cfg, stage, data, tmp_path / "missing", cache_dir=cache)
     hn = data / "hard_negatives"
@@ -136,10 +137,63 @@ def test_hard_negatives_stage_init_from_and_temperature_lr(cfg, data, cache, ful
     summary = train_stage(cfg, stage, data, tmp_path / "s3", init_from=out / "model",
                           log=lambda m, s: logged.append(m), cache_dir=cache)
     assert summary["steps_run"] == 2 and all(m["loss"] > 0 for m in logged)
+    drawn_hn = summary["hard_negatives"]
+    assert sum(s["drawn_mined"] for s in drawn_hn.values()) > 0 and "hard_negatives.mined_share" in logged[-1]
     # temperatures carried over from stage 1, then moved by their own (large) lr
     before = json.loads((out / "model" / "temperatures.json").read_text())
     after = summary["temperatures"]
     drawn = [n for n, c in summary["dataset_counts"].items() if c]
-    assert all(abs(after[n] - before[n]) > 1e-3 for n in drawn)
+    assert all(abs(after[n] - before[n]) > 5e-4 for n in drawn), (before, after, drawn)
     with pytest.raises(FileNotFoundError, match="no saved omni model"):
         train_stage(cfg, stage, data, tmp_path / "bad", init_from=tmp_path, cache_dir=cache)
+
+
+def test_cosent_micl_late_fusion_and_balancing_are_live(cfg, data, cache, full_run, tmp_path):
+    """With their weights set, each auxiliary loss logs its term; a balanced stage logs non-configured
+    sampling weights computed with its starting model, saves them beside its model, and the next balanced
+    stage reuses them."""
+    import shutil
+
+    out, _, _ = full_run
+    data_val = tmp_path / "data"  # this data set has no validation items: make every 4th train pair a val pair
+    shutil.copytree(data, data_val)
+    for f in (data_val / "pairs").glob("*.parquet"):
+        p = pd.read_parquet(f)
+        train_rows = p.index[p["split"] == "train"]
+        p.loc[train_rows[::4], "split"] = "val"
+        if f.stem == "copair_i2i":  # graded scores for CoSENT (the demo's co-rating counts)
+            p["score"] = (p.index % 5 + 1).astype("float32")
+        p.to_parquet(f)
+    data = data_val
+    ds = dict(cfg.datasets)
+    ds["copair_i2i"] = ds["copair_i2i"].model_copy(update={"cosent_weight": 1.0, "micl_weight": 0.5,
+                                                           "late_fusion_weight": 0.5})
+    aux_cfg = cfg.model_copy(update={"datasets": ds})
+    stage = cfg.train.stages[0].model_copy(update={"name": "stage2", "steps": 4, "batch_size": 8, "balance": True,
+                                                   "datasets": ["copair_i2i", "xmodal"], "warmup_steps": 0})
+    logged = []
+    summary = train_stage(aux_cfg, stage, data, tmp_path / "s2", init_from=out / "model",
+                          log=lambda m, s: logged.append(m), cache_dir=cache)
+    copair = [m for m in logged if "micl_vision_loss" in m]
+    assert copair, "no copair_i2i step was drawn"
+    for term in ("cosent_384_loss", "cosent_64_loss", "cosent_pairs", "micl_vision_loss", "micl_text_loss",
+                 "late_fusion_loss", "gate_mean"):
+        assert term in copair[0], term
+    assert all(m["cosent_pairs"] > 0 for m in copair)
+    record = summary["balance"]
+    assert record["computed_in"] == "stage2" and set(record["weights"]) == {"copair_i2i", "xmodal"}
+    assert abs(sum(record["weights"].values()) - 1) < 1e-6
+    assert record["weights"] != record["configured"]
+    assert logged[0]["weight.copair_i2i"] == pytest.approx(record["weights"]["copair_i2i"])
+    saved = tmp_path / "s2" / "model"
+    assert (saved / "balance.json").exists() and (saved / "aux_losses.pt").exists()
+    # the next balanced stage reuses the weights matched once with the early checkpoint
+    stage3 = stage.model_copy(update={"name": "stage3", "steps": 1})
+    again = train_stage(aux_cfg, stage3, data, tmp_path / "s3", init_from=saved, cache_dir=cache)
+    assert again["balance"]["carried_from"].endswith("balance.json")
+    assert again["sampling_weights"] == pytest.approx(record["weights"])
+    # the switch turns balancing off: the configured weights, normalised
+    off = aux_cfg.model_copy(update={"train": aux_cfg.train.model_copy(update={
+        "balance": aux_cfg.train.balance.model_copy(update={"enabled": False})})})
+    plain = train_stage(off, stage3, data, tmp_path / "s3off", init_from=out / "model", cache_dir=cache)
+    assert plain["balance"] is None and plain["sampling_weights"] == pytest.approx({"copair_i2i": 0.25, "xmodal": 0.75})

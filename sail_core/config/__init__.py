@@ -19,6 +19,7 @@ from sail_core.config.schema import (
     MODALITIES,
     REFERENCE_TASKS,
     AudioConfig,
+    BalanceConfig,
     ClapShapeConfig,
     Config,
     ConfigError,
@@ -45,7 +46,7 @@ from sail_core.config.schema import (
 __all__ = [
     "REPO_ROOT", "DEFAULT_PARAMS", "default_params", "params_path", "load_config", "dump_config",
     "profile_names", "exportable", "check_steps", "runnable_profiles", "stage_names",
-    "CROSS_MODAL_TASKS", "ITEM_TASKS", "MINILM_WIDTH", "MODALITIES", "AudioConfig", "ClapShapeConfig", "Config",
+    "CROSS_MODAL_TASKS", "ITEM_TASKS", "MINILM_WIDTH", "MODALITIES", "AudioConfig", "BalanceConfig", "ClapShapeConfig", "Config",
     "ConfigError", "ContractsConfig", "DataConfig", "DatasetConfig", "EvalConfig", "GateConfig", "GateMetric", "IndexConfig", "REFERENCE_TASKS",
     "IndexConfig", "REFERENCE_TASKS",
     "InputsConfig", "ModelConfig", "PerceiverConfig", "Qwen2ShapeConfig", "RegistryConfig", "ServeConfig",

@@ -87,6 +87,14 @@ class DatasetConfig(_Strict):
     target_gradient: bool = Field(True, description=(
         "False: this dataset's targets (and hard negatives) are detached in its loss, so its queries learn to "
         "meet the current target space without moving it (LiT-style locked targets)"))
+    cosent_weight: float = Field(0.0, ge=0.0, description=(
+        "CoSENT on the pairs' graded `score` (the first pattern's embeddings, every Matryoshka dim); 0 = off"))
+    micl_weight: float = Field(0.0, ge=0.0, description=(
+        "mICL: the query item's image-only and text-only embeddings, each with InfoNCE against the first "
+        "pattern's target; needs item queries; 0 = off"))
+    late_fusion_weight: float = Field(0.0, ge=0.0, description=(
+        "late-fusion gate m_hat = g*v + (1-g)*m of the query item's image-only (v) and omni (m) embeddings, "
+        "with InfoNCE against the first pattern's target; a training loss only (m is what is served); 0 = off"))
 
     @model_validator(mode="after")
     def _patterns_known(self) -> "DatasetConfig":
@@ -226,9 +234,29 @@ class StageConfig(_Strict):
     warmup_steps: int = Field(10, ge=0)
     grad_clip: float = Field(1.0, gt=0.0)
     checkpoint_every: int = Field(50, ge=1)
-    hard_negatives: int = Field(0, ge=0, description="mined hard negatives per query (stage III)")
+    hard_negatives: int = Field(0, ge=0, description=(
+        "mined hard negatives per query (stage III): a `mine` step before the stage mines them with the stage's "
+        "starting model for the datasets in hard_negative_datasets"))
+    hard_negative_datasets: list[str] = Field(default_factory=list, description=(
+        "the stage's datasets that get hard negatives (item targets only: not cls); shown on the first pattern"))
+    balance: bool = Field(False, description=(
+        "sampling weights from adaptive balancing (train.balance): computed with this stage's starting model "
+        "the first time a stage asks, then carried to the later stages"))
     temperature_lr: float | None = Field(None, gt=0.0, description="lr of the learnable temperatures; None = the stage's lr")
     media_lr: float | None = Field(None, gt=0.0, description="lr of the freshly initialised media modules (Perceiver, audio adapter, media-type embeddings); None = the stage's lr")
+
+
+class BalanceConfig(_Strict):
+    """Adaptive multi-source balancing (sail_core.train.balancing): k-means of each dataset's query embeddings,
+    Sinkhorn match of the centroids against each task's validation split, softmax into sampling weights."""
+
+    enabled: bool = Field(True, description="false: stages that ask for balancing keep their configured weights")
+    rows: int = Field(256, ge=8, description="rows embedded per dataset and per validation set")
+    k: int = Field(16, ge=1, description="k-means clusters per set")
+    reg: float = Field(0.05, gt=0.0, description="Sinkhorn entropic regularisation")
+    temperature: float = Field(0.05, gt=0.0, description="softmax temperature of -cost")
+    mix: float = Field(0.5, ge=0.0, le=1.0, description=(
+        "sampling weight = mix * balanced + (1 - mix) * configured (both normalised): keeps every dataset alive"))
 
 
 class TrainConfig(_Strict):
@@ -236,6 +264,7 @@ class TrainConfig(_Strict):
 
     seed: int = 0
     stages: list[StageConfig]
+    balance: BalanceConfig = BalanceConfig()
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")
     feature_threads: int | None = Field(None, ge=1, description=(
         "onnxruntime threads of the frozen towers that fill the media feature cache (training and evaluation); "
@@ -413,6 +442,17 @@ class Config(_Strict):
             for j, name in enumerate(stage.datasets):
                 if name not in self.datasets:
                     problems.append(f"train.stages.{i}.datasets.{j}: unknown dataset {name!r}; allowed: {allowed}")
+            for j, name in enumerate(stage.hard_negative_datasets):
+                if name not in stage.datasets:
+                    problems.append(f"train.stages.{i}.hard_negative_datasets.{j}: {name!r} is not one of the stage's "
+                                    f"datasets {stage.datasets}; list it in datasets too or remove it")
+                elif self.datasets[name].task == "cls":
+                    problems.append(f"train.stages.{i}.hard_negative_datasets.{j}: {name!r} has text targets (cls); "
+                                    "hard negatives are items, so remove it")
+            if bool(stage.hard_negatives) != bool(stage.hard_negative_datasets):
+                problems.append(f"train.stages.{i} ({stage.name!r}): hard_negatives = {stage.hard_negatives} and "
+                                f"hard_negative_datasets = {stage.hard_negative_datasets}; set both (negatives per "
+                                "query and the datasets that get them) or neither")
             if stage.warmup_steps >= stage.steps:
                 problems.append(f"train.stages.{i}.warmup_steps = {stage.warmup_steps} must be smaller than "
                                 f"train.stages.{i}.steps = {stage.steps} (stage {stage.name!r}); allowed: 0..{stage.steps - 1}")

@@ -37,6 +37,7 @@ class HardNegativePool:
                              f"than hard_negatives={self.per_query} per query; lower the stage's hard_negatives")
         _refuse_outside(mined, set(self.item_ids))
         self.rng = np.random.default_rng([seed, 2])
+        self.drawn_mined = self.drawn_random = 0
         self.by_query: dict[int, list[str]] = {}
         for r in mined.to_dict("records"):
             key = side_key(r.get("query_item"), r.get("query_text"))
@@ -52,13 +53,23 @@ class HardNegativePool:
                 fill = self.rng.choice(len(self.item_ids), self.per_query - len(pool), replace=False)
                 picked = list(pool) + [self.item_ids[i] for i in fill]
             out.append(picked)
+            mined = min(len(pool), self.per_query)
+            self.drawn_mined += mined
+            self.drawn_random += self.per_query - mined
         return out
 
+    def stats(self) -> dict:
+        """Mined queries, negatives drawn so far (mined / random top-up) and the mined share."""
+        total = self.drawn_mined + self.drawn_random
+        return {"queries_with_mined": len(self.by_query), "drawn_mined": self.drawn_mined,
+                "drawn_random": self.drawn_random, "mined_share": self.drawn_mined / total if total else 0.0}
+
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
+        return {"rng": self.rng.bit_generator.state, "drawn": [self.drawn_mined, self.drawn_random]}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+        self.drawn_mined, self.drawn_random = state.get("drawn", [0, 0])
 
 
 def _refuse_outside(mined: pd.DataFrame, allowed: set[str]) -> None:

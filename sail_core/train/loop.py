@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from transformers import get_cosine_schedule_with_warmup
 
-from sail_core.config import Config, StageConfig
+from sail_core.config import Config, StageConfig, embedding_width
 from sail_core.losses.gather import world
 from sail_core.losses.infonce import InfoNCELoss
 from sail_core.losses.keys import side_key
@@ -53,8 +53,10 @@ from sail_core.train.curves import plot_loss_curve, write_train_metrics
 from sail_core.train.hard_negatives import HardNegativePool
 from sail_core.data.pair_data import load_hard_negatives, load_pairs
 from sail_core.data.splits import train_items
+from sail_core.train.aux_losses import AUX_FILE, AuxLosses, extra_patterns
 from sail_core.train.patterns import PatternBatch, build_pattern_batch
 from sail_core.train.sampler import StochasticSpecialisationSampler
+from sail_core.train.stage_weights import BALANCE_FILE, stage_weights
 
 LOG = logging.getLogger(__name__)
 TEMPERATURES_FILE = "temperatures.json"
@@ -113,14 +115,18 @@ def _param_groups(model: OmniEmbedder, stage: StageConfig) -> list[dict]:
 
 
 def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool,
-               detach_targets: bool = False):
-    """Pattern-matched loss terms of one batch (empty when no pattern had a valid row)."""
+               detach_targets: bool = False, aux: AuxLosses | None = None):
+    """Pattern-matched loss terms of one batch, plus the dataset's auxiliary terms (empty when no pattern had a
+    valid row)."""
     if not batch.samples or not any_valid(batch.pairs):
         return {}
     z = embed_samples(net, model, batch.samples, modes, chunk=None if one_forward else 64)
-    return pattern_losses(loss_fn, z, batch.dataset, batch.pairs, query_keys=batch.query_keys,
-                          target_keys=batch.target_keys, negative_keys=batch.negative_keys,
-                          detach_targets=detach_targets)
+    terms = pattern_losses(loss_fn, z, batch.dataset, batch.pairs, query_keys=batch.query_keys,
+                           target_keys=batch.target_keys, negative_keys=batch.negative_keys,
+                           detach_targets=detach_targets)
+    if aux is not None:
+        terms.update(aux(z, batch, loss_fn, detach_targets=detach_targets))
+    return terms
 
 
 def train_stage(
@@ -133,6 +139,7 @@ def train_stage(
     keep_checkpoints: bool = False,
     cache_dir: Path | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    negatives_dir: Path | None = None,
 ) -> dict:
     """Train one stage and save ``out_dir/model``; returns a summary dict.
 
@@ -150,6 +157,13 @@ def train_stage(
         cache_dir: frozen-tower feature cache (default ``$SAIL_HOME/features/<data folder hash>``).
         on_checkpoint: called on rank 0 with the ``checkpoints/`` folder after each checkpoint is saved
             (the pipeline copies it to the run's workspace, so that a retry on another worker resumes).
+        negatives_dir: the folder holding ``hard_negatives/<dataset>.parquet`` (the ``mine`` step's output)
+            for a stage with ``hard_negatives``; default ``data_dir``.
+
+    Also logged per step: the auxiliary terms of the step's dataset (``cosent_<dim>_loss``, ``cosent_pairs``,
+    ``micl_vision_loss``, ``micl_text_loss``, ``late_fusion_loss``, ``gate_mean``), ``weight.<dataset>`` (the
+    sampling weights, balanced or configured) and ``hard_negatives.mined_share`` (mined, not random, share of
+    the negatives drawn so far). The summary adds ``sampling_weights``, ``balance`` and ``hard_negatives``.
     """
     _check_stage(cfg, stage)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -173,22 +187,28 @@ def train_stage(
     if empty:
         raise ValueError(f"stage {stage.name!r}: datasets {empty} have no train pairs in {data_dir}/pairs; "
                          "rebuild the data or drop them from the stage")
-    sampler = StochasticSpecialisationSampler(
-        {n: len(p) for n, p in pairs.items()},
-        {n: cfg.datasets[n].weight for n in pairs},
-        stage.batch_size, cfg.train.seed, rank, size,
-    )
     pools: dict[str, HardNegativePool] = {}
     if stage.hard_negatives:
         negatives_from = train_items(data_dir, inputs.items)  # never a val/test item
-        for n in stage.datasets:
-            pools[n] = HardNegativePool(load_hard_negatives(data_dir, n), negatives_from, stage.hard_negatives,
-                                        cfg.train.seed + rank)
+        for n in stage.hard_negative_datasets:
+            pools[n] = HardNegativePool(load_hard_negatives(Path(negatives_dir or data_dir), n), negatives_from,
+                                        stage.hard_negatives, cfg.train.seed + rank)
 
     model = load_initial_model(cfg, init_from)
+    weights, balance_record = stage_weights(cfg, stage, model, inputs, data_dir, init_from)
+    seed_everything(cfg.train.seed)  # balancing may have drawn from torch's RNG
+    sampler = StochasticSpecialisationSampler(
+        {n: len(p) for n, p in pairs.items()}, weights, stage.batch_size, cfg.train.seed, rank, size,
+    )
     model.train()
     loss_fn = _loss_for(cfg, model, init_from)
-    temp_group = {"params": list(loss_fn.parameters()), "weight_decay": 0.0}
+    aux = AuxLosses(cfg, embedding_width(model.cfg))
+    aux_saved = Path(init_from) / AUX_FILE if init_from else None
+    if aux_saved is not None and aux_saved.exists():  # the previous stage's late-fusion gates
+        aux.load_state_dict(torch.load(aux_saved, weights_only=True), strict=False)
+    aux_params = list(aux.parameters())
+    extras = {n: extra_patterns(cfg.datasets[n]) for n in stage.datasets}
+    temp_group = {"params": list(loss_fn.parameters()) + aux_params, "weight_decay": 0.0}
     if stage.temperature_lr is not None:
         temp_group["lr"] = stage.temperature_lr
     optimizer = torch.optim.AdamW(_param_groups(model, stage) + [temp_group], lr=stage.lr)
@@ -206,6 +226,8 @@ def train_stage(
         state = load_checkpoint(last, expect=meta)
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
+        if "aux" in state:
+            aux.load_state_dict(state["aux"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
@@ -232,9 +254,9 @@ def train_stage(
             negatives = pools[name].draw([side_key(r.get("query_item"), r.get("query_text"))
                                           for r in frame.to_dict("records")])
         batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True, rng=data_rng,
-                                    negatives=negatives)
+                                    negatives=negatives, extra_patterns=extras[name])
         terms = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1,
-                           detach_targets=not cfg.datasets[batch.dataset].target_gradient)
+                           detach_targets=not cfg.datasets[batch.dataset].target_gradient, aux=aux)
         summed = [v for k, v in terms.items() if k.endswith("_loss")]
         optimizer.zero_grad(set_to_none=True)
         if summed:
@@ -243,8 +265,8 @@ def train_stage(
         else:  # no row of this batch has any pattern's modalities: nothing to learn from it
             LOG.warning("step %d: no pattern of dataset %r applies to any row of the batch; update skipped", step, name)
             loss = torch.zeros(())
-        if size > 1:  # temperatures live outside DDP: average their gradients by hand
-            for p in loss_fn.parameters():
+        if size > 1:  # temperatures and late-fusion gates live outside DDP: average their gradients by hand
+            for p in list(loss_fn.parameters()) + aux_params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad)
@@ -260,6 +282,10 @@ def train_stage(
         record.update({k: float(v.detach()) for k, v in terms.items()})
         record.update({f"temperature.{k}": v for k, v in loss_fn.temperatures.values().items() if k in pairs})
         record.update({f"count.{k}": float(v) for k, v in sampler.counts.items()})
+        record.update({f"weight.{k}": float(v) for k, v in weights.items()})
+        if pools:
+            mined = sum(p.drawn_mined for p in pools.values())
+            record["hard_negatives.mined_share"] = mined / max(1, mined + sum(p.drawn_random for p in pools.values()))
         history.append(record)
         if lead:
             if log is not None:
@@ -268,7 +294,8 @@ def train_stage(
             progress.update(1)
         if step % stage.checkpoint_every == 0 and step < stage.steps and lead:
             save_checkpoint(ckpt_dir, step, {
-                "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": model.state_dict(), "loss": loss_fn.state_dict(), "aux": aux.state_dict(),
+                "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                 "pools": {n: p.state_dict() for n, p in pools.items()}, "rng": rng_state(),
                 "data_rng": data_rng.bit_generator.state,
@@ -296,10 +323,17 @@ def train_stage(
         "samples_per_s": samples / seconds if seconds > 0 else 0.0,
         "dataset_counts": dict(sampler.counts),
         "temperatures": loss_fn.temperatures.values(),
+        "sampling_weights": weights,
+        "balance": balance_record,
+        "hard_negatives": {n: p.stats() for n, p in pools.items()},
     }
     if lead:
         model_dir = model.save(out_dir / "model")
         (model_dir / TEMPERATURES_FILE).write_text(json.dumps(loss_fn.temperatures.values(), indent=2))
+        if aux_params:
+            torch.save(aux.state_dict(), model_dir / AUX_FILE)
+        if balance_record is not None:
+            (model_dir / BALANCE_FILE).write_text(json.dumps(balance_record, indent=2))
         write_train_metrics(out_dir, summary, history)
         if history:
             plot_loss_curve(out_dir, history, f"stage {stage.name}")

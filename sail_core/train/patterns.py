@@ -6,7 +6,10 @@ side as T with its target instruction (:class:`sail_core.features.item_inputs.It
 A side that lacks the modality gets index -1 and the row is skipped for that
 pattern. Identical inputs (same side, modality and instruction: an item that is
 the target of several rows, a genre label, a self-pair's item) are built once.
-Hard negatives are items shown as the pattern's target modality.
+Hard negatives are items shown as the target modality of the dataset's FIRST pattern (its primary
+pattern; one negative per query costs one backbone pass per pattern otherwise).
+``extra_patterns`` (the auxiliary losses' views, e.g. ``image->omni`` for mICL) are indexed the
+same way but kept apart in ``PatternBatch.extra``: no InfoNCE term is computed on them.
 
 The result is one list of :class:`OmniSample` (embedded in one pass) and, per
 pattern, a :class:`sail_core.losses.patterns.PatternPairs` of indices into it.
@@ -35,6 +38,8 @@ class PatternBatch:
     query_keys: torch.Tensor                   # (B,) int64
     target_keys: torch.Tensor                  # (B,) int64
     negative_keys: torch.Tensor | None = None  # (B, H) int64
+    extra: dict[str, PatternPairs] | None = None  # auxiliary views (mICL, late fusion), by pattern
+    scores: torch.Tensor | None = None         # (B,) float32: the rows' graded `score` (CoSENT), NaN where unset
 
     def __len__(self) -> int:
         return int(self.query_keys.shape[0])
@@ -80,6 +85,7 @@ def build_pattern_batch(
     rng: np.random.Generator | None = None,
     negatives: list[list[str]] | None = None,
     patterns: list[str] | None = None,
+    extra_patterns: list[str] | None = None,
 ) -> PatternBatch:
     """Inputs and per-pattern indices for ``rows`` (``patterns`` defaults to ``ds_cfg.patterns``)."""
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -93,20 +99,24 @@ def build_pattern_batch(
             if item is not None:
                 inputs.item(item)  # clear error for an unknown item
     build = _Builder(inputs, train, rng)
-    pairs = []
-    for pattern in patterns or ds_cfg.patterns:
+    def pattern_pairs(pattern: str, with_negatives: bool) -> PatternPairs:
         qm, tm = split_pattern(pattern)
         q_idx = [build.index(*q, qm, ds_cfg.query_instruction) for q, _ in sides]
         t_idx = [build.index(*t, tm, ds_cfg.target_instruction) for _, t in sides]
         neg = None
-        if negatives is not None:
+        if with_negatives:
             neg = torch.tensor([[build.index(str(n), None, tm, ds_cfg.target_instruction) for n in row]
                                 for row in negatives], dtype=torch.int64)
-        pairs.append(PatternPairs(pattern, torch.tensor(q_idx, dtype=torch.int64),
-                                  torch.tensor(t_idx, dtype=torch.int64), neg))
+        return PatternPairs(pattern, torch.tensor(q_idx, dtype=torch.int64), torch.tensor(t_idx, dtype=torch.int64), neg)
+
+    pairs = [pattern_pairs(p, negatives is not None and i == 0) for i, p in enumerate(patterns or ds_cfg.patterns)]
+    extra = {p: pattern_pairs(p, False) for p in (extra_patterns or [])}
+    scores = None
+    if "score" in rows.columns:
+        scores = torch.tensor(pd.to_numeric(rows["score"], errors="coerce").to_numpy(np.float32, na_value=np.nan))
     q_keys = key_tensor([side_key(*q) for q, _ in sides])
     t_keys = key_tensor([side_key(*t) for _, t in sides])
     n_keys = None
     if negatives is not None:
         n_keys = torch.tensor([[side_key(str(n), None) for n in row] for row in negatives], dtype=torch.int64)
-    return PatternBatch(dataset, build.samples, pairs, q_keys, t_keys, n_keys)
+    return PatternBatch(dataset, build.samples, pairs, q_keys, t_keys, n_keys, extra or None, scores)
