@@ -1,4 +1,4 @@
-"""SAIL-Embedding pipeline: check -> ingest -> validate -> version -> train -> index -> evaluate -> gate -> export -> register -> promote.
+"""SAIL-Embedding pipeline: check -> ingest -> validate -> version -> train (stages, mining) -> index -> evaluate -> gate -> export -> register -> promote.
 
 Every run has its own workspace, keyed by the Airflow run id, and its state lives in
 stores that every worker reaches: the folders a task writes go to the object store (a
@@ -24,7 +24,7 @@ import pendulum
 from airflow.sdk import Param, TaskGroup, chain, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from sail_core.config import load_config, params_path, runnable_profiles, stage_names
+from sail_core.config import load_config, mining_stage_names, params_path, runnable_profiles, stage_names
 from sail_core.pipeline import STEPS
 
 PROFILES = runnable_profiles(STEPS)
@@ -34,6 +34,7 @@ if not PROFILES:
 DEFAULT_PROFILE = load_config().profile  # params.yaml's `profile` (or $SAIL_PROFILE) when it can run every step
 DEFAULT_PROFILE = DEFAULT_PROFILE if DEFAULT_PROFILE in PROFILES else PROFILES[0]
 STAGES = stage_names()
+MINING = mining_stage_names()  # stages with hard negatives in some profile: a mine task runs before them
 
 
 def _config():
@@ -161,6 +162,21 @@ def sail_pipeline():
 
         return train_stage()
 
+    def mine_task(name: str):
+        @task(task_id=f"mine_{name}")
+        def mine_stage() -> dict:
+            """Mine hard negatives for the stage with the model it starts from (F1-optimal threshold per dataset)."""
+            from sail_core import pipeline
+
+            def call(cfg, ws, ctx):
+                if not next(s for s in cfg.train.stages if s.name == name).hard_negatives:
+                    raise AirflowSkipException(f"stage {name!r} of profile {cfg.profile!r} has no hard negatives")
+                return pipeline.mine(cfg, ws, name)
+
+            return _in_workspace("train", f"train.mine_{name}", stage=name, call=call)
+
+        return mine_stage()
+
     @task
     def index() -> dict:
         """Embed the whole catalogue with the candidate and build its FAISS index (served with the model)."""
@@ -204,8 +220,9 @@ def sail_pipeline():
 
         return _in_workspace("promote", "promote", lambda cfg, ws, ctx: pipeline.promote(cfg, ws=ws))
 
-    with TaskGroup("train", tooltip="one task per training stage named in any profile, in order") as train:
-        chain(*[train_task(name) for name in STAGES])
+    with TaskGroup("train", tooltip="one task per training stage named in any profile, in order; a stage with "
+                                    "hard negatives is preceded by its mining task") as train:
+        chain(*[t for name in STAGES for t in ([mine_task(name)] if name in MINING else []) + [train_task(name)]])
 
     chain(check(), ingest(), validate(), version(), train, index(), evaluate(), gate(), export(), register(), promote())
 

@@ -1,7 +1,8 @@
 """The expectation suites, kept as GX JSON in ``data_contracts/suites/``.
 
 One suite per table kind: ``items``, ``interactions``, ``item_splits`` (the
-split of each item), ``pairs`` (applied to every ``pairs/<dataset>`` file). Each expectation's ``meta`` says whether a
+split of each item), ``pairs`` (applied to every ``pairs/<dataset>`` file), ``hard_negatives`` (the mine step's
+``hard_negatives/<dataset>`` tables; item ids there are the train items only). Each expectation's ``meta`` says whether a
 failure is ``table``-level (schema, types, empty table: the run stops) or
 ``row``-level (the failing rows are quarantined), and gives the human
 ``reason`` written next to quarantined rows. ``{"$PARAMETER": "item_ids"}``
@@ -15,7 +16,7 @@ import json
 from pathlib import Path
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-SUITE_NAMES = ("items", "interactions", "item_splits", "pairs")
+SUITE_NAMES = ("items", "interactions", "item_splits", "pairs", "hard_negatives")
 ITEM_IDS_PARAM = "item_ids"
 
 

@@ -229,6 +229,15 @@ def train(
 
 
 @app.command()
+def mine(stage: str = typer.Option(..., "--stage", help="the stage (with hard_negatives) to mine for, with the model it "
+                                                      "starts from (what each DVC mine@NAME stage runs)")):
+    """Mine hard negatives for a training stage: F1-optimal threshold per dataset, into data/mined/STAGE."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.mine, _run(_cfg), _ws(), stage))
+
+
+@app.command()
 def index():
     """Embed the whole catalogue with the trained model and build its FAISS index (models/index)."""
     from sail_core import pipeline

@@ -66,7 +66,7 @@ def test_index_and_yaml_forms_set_what_they_say():
         ("gate.threshold", "unknown key 'gate.threshold'; allowed keys at gate: champion_rule, first_reference, first_rule, metrics"),
         ("gate.metrics.0.delta", "unknown key 'gate.metrics.0.delta'; allowed keys at gate.metrics.0: metric, min_delta"),
         ("gate.metrics.3.min_delta", "gate.metrics is a list of 3, so the next part must be an index 0..2, got '3'"),
-        ("train.stages.0.stepz", "allowed keys at train.stages.0: batch_size, checkpoint_every"),
+        ("train.stages.0.stepz", "allowed keys at train.stages.0: balance, batch_size, checkpoint_every"),
         ("model.max_length.x", "model.max_length holds the value 32, not keys"),
         ("nothing", "unknown key 'nothing'; allowed keys at the top level: contracts, data, datasets"),
     ],

@@ -30,19 +30,21 @@ def test_each_training_stage_starts_from_the_one_before():
     cfg = load_config(REPO / "params.yaml", "tiny")
     first = cfg.train.stages[0]
     second = first.model_copy(update={"name": "stage2"})
-    third = first.model_copy(update={"name": "polish"})
+    third = first.model_copy(update={"name": "polish", "hard_negatives": 2, "hard_negative_datasets": ["q2i"]})
     cfg.train.stages = [first, second, third]
+    no = "sail_core/train/hard_negatives.py"
     assert dvc_section(cfg) == {
         "profile": "tiny",
         "train_stages": {
-            first.name: {"index": 0, "starts_from": "sail_core/model"},
-            "stage2": {"index": 1, "starts_from": f"models/{first.name}"},
-            "polish": {"index": 2, "starts_from": "models/stage2"},
+            first.name: {"index": 0, "starts_from": "sail_core/model", "negatives": no},
+            "stage2": {"index": 1, "starts_from": f"models/{first.name}", "negatives": no},
+            "polish": {"index": 2, "starts_from": "models/stage2", "negatives": "data/mined/polish"},
         },
+        "mine_stages": {"polish": {"index": 2, "starts_from": "models/stage2"}},
         "final_model": "models/polish",
     }
-    assert model_stages(cfg) == [f"train@{first.name}", "train@stage2", "train@polish", "index", "evaluate",
-                                 "export"]
+    assert model_stages(cfg) == ["mine@polish", f"train@{first.name}", "train@stage2", "train@polish", "index",
+                                 "evaluate", "export"]
 
 
 def test_ingest_tracks_every_data_key_that_changes_its_output():

@@ -11,7 +11,8 @@ start-up with a message that names the key, the value and what is allowed.
 """
 
 from sail_core.config.load import DEFAULT_PARAMS, REPO_ROOT, default_params, dump_config, load_config, params_path
-from sail_core.config.profiles import check_steps, exportable, profile_names, runnable_profiles, stage_names
+from sail_core.config.profiles import (check_steps, exportable, mining_stage_names, profile_names, runnable_profiles,
+                                       stage_names)
 from sail_core.config.schema import (
     CROSS_MODAL_TASKS,
     ITEM_TASKS,
@@ -45,7 +46,7 @@ from sail_core.config.schema import (
 
 __all__ = [
     "REPO_ROOT", "DEFAULT_PARAMS", "default_params", "params_path", "load_config", "dump_config",
-    "profile_names", "exportable", "check_steps", "runnable_profiles", "stage_names",
+    "profile_names", "exportable", "check_steps", "runnable_profiles", "stage_names", "mining_stage_names",
     "CROSS_MODAL_TASKS", "ITEM_TASKS", "MINILM_WIDTH", "MODALITIES", "AudioConfig", "BalanceConfig", "ClapShapeConfig", "Config",
     "ConfigError", "ContractsConfig", "DataConfig", "DatasetConfig", "EvalConfig", "GateConfig", "GateMetric", "IndexConfig", "REFERENCE_TASKS",
     "IndexConfig", "REFERENCE_TASKS",

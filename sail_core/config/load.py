@@ -43,19 +43,27 @@ def _merge(base: dict, over: dict, where: str = "") -> dict:
 
 
 def _merge_stages(base: list, over: list) -> list:
-    """A restated stage (same ``name``) overrides only the keys it gives; a new name is appended whole."""
+    """A restated stage (same ``name``) overrides only the keys it gives; a new name is appended whole;
+    ``{name: N, drop: true}`` removes base's stage N."""
     out = copy.deepcopy(base)
     index = {s.get("name"): n for n, s in enumerate(out) if isinstance(s, dict)}
+    dropped = set()
     for i, stage in enumerate(over):
         if not isinstance(stage, dict) or "name" not in stage:
             raise ConfigError(f"{STAGES_KEY}.{i}: a profile's stage needs a `name` (stages merge with base's by "
                               f"name); got {stage!r}")
+        if stage.get("drop"):
+            if stage["name"] not in index or set(stage) - {"name", "drop"}:
+                raise ConfigError(f"{STAGES_KEY}.{i}: `drop: true` removes a stage of base and takes no other key; "
+                                  f"base's stages: {', '.join(map(str, index))}; got {stage!r}")
+            dropped.add(stage["name"])
+            continue
         if stage["name"] in index:
             out[index[stage["name"]]] = _merge(out[index[stage["name"]]], stage)
         else:
             index[stage["name"]] = len(out)
             out.append(copy.deepcopy(stage))
-    return out
+    return [s for s in out if not (isinstance(s, dict) and s.get("name") in dropped)]
 
 
 def _unwrap(annotation: Any) -> tuple[str, Any]:

@@ -51,3 +51,13 @@ def stage_names(params: str | os.PathLike | None = None) -> list[str]:
             if stage.name not in names:
                 names.append(stage.name)
     return names
+
+
+def mining_stage_names(params: str | os.PathLike | None = None) -> list[str]:
+    """The training stages that have hard negatives (so a ``mine`` step before them) in any profile."""
+    names: list[str] = []
+    for name in profile_names(params):
+        for stage in load_config(params, name).train.stages:
+            if stage.hard_negatives and stage.name not in names:
+                names.append(stage.name)
+    return names

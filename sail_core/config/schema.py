@@ -446,7 +446,7 @@ class Config(_Strict):
                 if name not in stage.datasets:
                     problems.append(f"train.stages.{i}.hard_negative_datasets.{j}: {name!r} is not one of the stage's "
                                     f"datasets {stage.datasets}; list it in datasets too or remove it")
-                elif self.datasets[name].task == "cls":
+                elif name in self.datasets and self.datasets[name].task == "cls":
                     problems.append(f"train.stages.{i}.hard_negative_datasets.{j}: {name!r} has text targets (cls); "
                                     "hard negatives are items, so remove it")
             if bool(stage.hard_negatives) != bool(stage.hard_negative_datasets):

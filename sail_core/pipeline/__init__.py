@@ -8,6 +8,7 @@ from sail_core.pipeline.steps import (  # noqa: F401
     gate,
     index,
     ingest,
+    mine,
     promote,
     register,
     rollback,

@@ -34,17 +34,25 @@ def train_stage_names(cfg: Config) -> list[str]:
 
 
 def model_stages(cfg: Config) -> list[str]:
-    """The DVC stages that produce the model outputs: every training stage, index, evaluate, export."""
-    return [*train_stage_names(cfg), "index", "evaluate", "export"]
+    """The DVC stages that produce the model outputs: every mining and training stage, index, evaluate, export."""
+    mining = [f"mine@{s.name}" for s in cfg.train.stages if s.hard_negatives]
+    return [*mining, *train_stage_names(cfg), "index", "evaluate", "export"]
+
+
+NO_NEGATIVES = "sail_core/train/hard_negatives.py"  # the dep of a stage without mined negatives: the pool's code
 
 
 def dvc_section(cfg: Config) -> dict:
-    """The part of the file that only ``dvc.yaml`` reads: the profile, the training-stage chain, the final model."""
-    chain, starts_from = {}, MODEL_CODE
+    """The part of the file that only ``dvc.yaml`` reads: the profile, the training-stage chain (each stage's
+    index, the model it starts from, its mined negatives), the mining stages, the final model."""
+    chain, mining, starts_from = {}, {}, MODEL_CODE
     for i, stage in enumerate(cfg.train.stages):
-        chain[stage.name] = {"index": i, "starts_from": starts_from}
+        negatives = f"data/mined/{stage.name}" if stage.hard_negatives else NO_NEGATIVES
+        chain[stage.name] = {"index": i, "starts_from": starts_from, "negatives": negatives}
+        if stage.hard_negatives:
+            mining[stage.name] = {"index": i, "starts_from": starts_from}
         starts_from = f"models/{stage.name}"
-    return {"profile": cfg.profile, "train_stages": chain, "final_model": starts_from}
+    return {"profile": cfg.profile, "train_stages": chain, "mine_stages": mining, "final_model": starts_from}
 
 
 def resolved_params(cfg: Config) -> str:

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from sail_core.config import Config, ConfigError
 from sail_core.paths import home
+from sail_core.pipeline.stages import mined_path
 from sail_core.pipeline.workspace import OUT_TAG, Workspace
 
 console = Console(stderr=True, soft_wrap=True)
@@ -32,7 +33,8 @@ DATA_STAGES = ["ingest", "validate"]
 def outputs(cfg: Config) -> dict[str, list[str]]:
     """The folders each step writes, relative to the workspace (the DVC outs of dvc.yaml)."""
     return {"ingest": ["data/raw"], "validate": ["data/validated", "data/quarantine"],
-            "train": [f"models/{s.name}" for s in cfg.train.stages], "index": ["models/index"],
+            "train": [p for s in cfg.train.stages for p in ([mined_path(s.name)] if s.hard_negatives else [])
+                      + [f"models/{s.name}"]], "index": ["models/index"],
             "evaluate": ["reports/eval"], "export": ["models/onnx"]}
 
 
@@ -46,12 +48,21 @@ def inputs(cfg: Config) -> dict[str, list[str]]:
 
 
 def task_names(cfg: Config, steps: list[str]) -> list[str]:
-    """The Airflow tasks that run for ``steps``: ``check``, then each step; train as one task per stage."""
+    """The Airflow tasks that run for ``steps``: ``check``, then each step; train as one task per stage, each
+    stage with hard negatives preceded by its ``mine`` task."""
     names = ["check"]
     for step in STEPS:
         if step in steps:
-            names += [f"train.{s.name}" for s in cfg.train.stages] if step == "train" else [step]
+            names += stage_tasks(cfg) if step == "train" else [step]
     return names
+
+
+def stage_tasks(cfg: Config) -> list[str]:
+    """``train.<stage>`` for every stage, ``train.mine_<stage>`` before a stage with hard negatives."""
+    out = []
+    for s in cfg.train.stages:
+        out += ([f"train.mine_{s.name}"] if s.hard_negatives else []) + [f"train.{s.name}"]
+    return out
 
 
 def _final_model(cfg: Config) -> str:
@@ -218,6 +229,8 @@ def train(cfg: Config, ws: Workspace, resume: bool = False) -> dict:
     """
     summaries = {}
     for stage in cfg.train.stages:
+        if stage.hard_negatives:
+            mine(cfg, ws, stage.name)
         summaries[stage.name] = train_stage(cfg, ws, stage.name, resume=resume)["summary"]
     console.print(f"[green]train[/]: {len(summaries)} stage(s) done; MLflow run {ws.mlflow_run_id}")
     return {"run_id": ws.mlflow_run_id, "stages": summaries}
@@ -225,54 +238,35 @@ def train(cfg: Config, ws: Workspace, resume: bool = False) -> dict:
 
 def train_stage(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
     """Train the configured stage ``name``: the first from the untrained model, a later one from the
-    model of the stage before it (``models/<previous>/model``), into ``models/<name>``.
+    model of the stage before it (``models/<previous>/model``), into ``models/<name>``, logged to its own
+    nested MLflow run (:mod:`sail_core.pipeline.stages`). A stage already trained with the same configuration,
+    data and starting model (here or in an earlier run) is taken, not retrained.
 
     In the project workspace the first stage starts the pipeline's MLflow run (``resume=True`` keeps the
     current one). A fresh stage clears its old output; ``resume=True`` keeps it and continues from its
     last checkpoint (in a run workspace, the checkpoint the workspace store holds), for a retry after a
     failure. Each checkpoint is copied to the workspace store as it is written.
     """
-    import mlflow
+    from sail_core.pipeline import stages, tracking
 
-    from sail_core.pipeline import tracking
-    from sail_core.train.checkpoint import CHECKPOINTS
-    from sail_core.train.loop import train_stage as run_stage
-
-    names = [s.name for s in cfg.train.stages]
-    if name not in names:
-        raise ConfigError(f"training stage {name!r} is not in train.stages of profile {cfg.profile!r} "
-                          f"(its stages: {', '.join(names)}); pick one of those or another profile")
-    i = names.index(name)
-    stage = cfg.train.stages[i]
-    ws.pull("data/validated", *([f"models/{names[i - 1]}"] if i else []))
-    init_from = ws.wd.stage(names[i - 1]) / "model" if i else None
-    if init_from is not None and not init_from.exists():
-        raise FileNotFoundError(f"training stage {name!r} starts from {init_from}, which does not exist; "
-                                f"run `sail train --stage {names[i - 1]}` (or `sail train`) first")
+    i, _ = stages.stage_of(cfg, name)
     if ws.is_project and not (ws.has_run() and (i > 0 or resume)):
         from sail_core.pipeline.workspace import new_run_id
 
         run_id = new_run_id("cli")
         ws.remember_run(run_id, tracking.start_pipeline_run(cfg, run_id, {"sail.data_hash": data_hash(ws),
                                                                           "sail.workspace": ws.url}))
-    out = ws.wd.stage(name)
-    if not resume:
-        shutil.rmtree(out, ignore_errors=True)
-    elif ws.restore_checkpoints(name, out / CHECKPOINTS):
-        console.print(f"train: stage {name} resumes from the checkpoints in {ws.url}")
-
-    def log(metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics({f"train.{name}.{k}": float(v) for k, v in metrics.items()}, step=step)
-
-    with tracking.resume_run(ws.mlflow_run_id):
-        summary = _jsonable(run_stage(cfg, stage, ws.wd.validated, out, init_from=init_from, log=log,
-                                      on_checkpoint=lambda folder: ws.save_checkpoints(name, folder)))
-        for png in out.glob("*.png"):
-            mlflow.log_artifact(str(png), artifact_path=f"train/{name}")
-    ws.push(f"models/{name}")
-    ws.drop_checkpoints(name)
-    console.print(f"[green]train[/]: stage {name} done ({i + 1} of {len(names)}); MLflow run {ws.mlflow_run_id}")
+    summary = _jsonable(stages.train(cfg, ws, name, resume=resume))
+    console.print(f"[green]train[/]: stage {name} {'reused' if summary.get('reused') else 'done'} "
+                  f"({i + 1} of {len(cfg.train.stages)}); MLflow run {ws.mlflow_run_id}")
     return {"run_id": ws.mlflow_run_id, "stage": name, "summary": summary}
+
+
+def mine(cfg: Config, ws: Workspace, name: str) -> dict:
+    """Mine the hard negatives of stage ``name`` with the model it starts from, into ``data/mined/<name>``."""
+    from sail_core.pipeline import stages
+
+    return _jsonable(stages.mine(cfg, ws, name))
 
 
 def index(cfg: Config, ws: Workspace) -> dict:

@@ -153,6 +153,18 @@ def find_run(run_id: str) -> str | None:
     return run.info.run_id if "sail.run_id" in run.data.tags else None
 
 
+def runs_with_tag(experiment: str, tag: str, value: str, limit: int = 20) -> list[tuple[str, dict[str, str]]]:
+    """``(MLflow run id, tags)`` of the runs of ``experiment`` whose tag ``tag`` equals ``value``, newest first."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    escaped = value.replace("'", "\\'")
+    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`{tag}` = '{escaped}'",
+                               order_by=["attributes.start_time DESC"], max_results=limit)
+    return [(r.info.run_id, dict(r.data.tags)) for r in found]
+
+
 def set_tags(mlflow_run_id: str, tags: dict[str, Any]) -> None:
     client = _client()
     for key, value in tags.items():
