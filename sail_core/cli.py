@@ -566,6 +566,21 @@ def demo(
 
 
 @app.command()
+def ablate(
+    name: str = typer.Option("demo", "--name", help="the ablation's name (MLflow tag sail.ablation); a rerun resumes it"),
+    seeds: str = typer.Option("0,1", "--seeds", help="seeds of rows 1 and 8 (the other rows run the first)"),
+    rows: str = typer.Option("", "--rows", help="run only these rows, e.g. 1,8 (default: all eight)"),
+):
+    """The report's ablation path on the profile's data: eight cumulative rows as real pipeline runs, compared in
+    one table with paired intervals (reports/ablation/ablation.md, .json, .png; logged to MLflow)."""
+    from sail_core.pipeline.ablation import ablate as run_ablation
+
+    picked = [int(r) for r in rows.split(",") if r.strip()] or None
+    _print(_run(run_ablation, State.profile, name, tuple(int(s) for s in seeds.split(",")), picked,
+                overrides=State.overrides or None))
+
+
+@app.command()
 def ui():
     """Start `airflow standalone` and `mlflow ui` on 127.0.0.1 and print their addresses and login."""
     from sail_core.pipeline import airflow_env

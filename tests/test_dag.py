@@ -4,8 +4,8 @@ Every task runs as a separate worker would: ``store.local_cache: per-task`` give
 empty working directory and local cache, removed when it ends, so a task finds its inputs only
 through the stores (the object store, a DVC remote, and MLflow).
 
-The test project's configuration has a second profile whose training has two stages, so the DAG has
-the tasks train.stage1 -> train.stage2, and a ``tiny`` run (one stage) skips train.stage2.
+``tiny`` trains stages I -> II -> III (the third after its mining task, train.mine_stage3); the test
+project's configuration has a second profile with two stages only, whose runs skip mine_stage3 and stage3.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _states(dr) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
 
 
-TRAIN = ["train.stage1", "train.stage2"]
+TRAIN = ["train.stage1", "train.stage2", "train.mine_stage3", "train.stage3"]
 AFTER_CHECK = ["ingest", "validate", "version", *TRAIN, "index", "evaluate", "gate", "export", "register", "promote"]
 
 
@@ -75,7 +75,9 @@ def test_dag_shape_follows_the_configuration(project):
     assert dag.get_task("check").downstream_task_ids == {"ingest"}
     assert dag.get_task("train.stage1").upstream_task_ids == {"version"}
     assert dag.get_task("train.stage2").upstream_task_ids == {"train.stage1"}
-    assert dag.get_task("index").upstream_task_ids == {"train.stage2"}
+    assert dag.get_task("train.mine_stage3").upstream_task_ids == {"train.stage2"}
+    assert dag.get_task("train.stage3").upstream_task_ids == {"train.mine_stage3"}
+    assert dag.get_task("index").upstream_task_ids == {"train.stage3"}
     assert dag.get_task("evaluate").upstream_task_ids == {"index"}
     # Only profiles that can run every step are offered: `paper` cannot be exported.
     offered = dag.params.get_param("profile").schema["enum"]
@@ -122,8 +124,6 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     dr = whole_run
     states = _states(dr)
     assert str(dr.state) == "success", states
-    # tiny lists one training stage: the other stage's task is skipped and the rest still run
-    assert states.pop("train.stage2") == "skipped", states
     assert set(states.values()) == {"success"}, states
 
     cfg = load_config(project / "params.yaml")
@@ -152,9 +152,23 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     assert not any((project / d).exists() for d in ("data", "models", "reports"))
     record = runs.get(cfg, dr.run_id)
     assert record.status == "succeeded" and record.mlflow_run_id == champ.run_id
-    assert "sail.task.train.stage2" not in record.tags and "sail.failed_task" not in record.tags
-    assert set(record.task_seconds) == {"check", "ingest", "validate", "version", "train.stage1", "index", "evaluate",
+    assert "sail.failed_task" not in record.tags
+    assert set(record.task_seconds) == {"check", "ingest", "validate", "version", *TRAIN, "index", "evaluate",
                                         "gate", "export", "register", "promote"}  # each task's wall time
+
+    # one nested MLflow run per stage (and one for the mining), with the per-term losses and statistics
+    children = {r.data.tags["mlflow.runName"]: r for r in registry.client().search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")}
+    assert set(children) == {"train.stage1", "train.stage2", "mine.stage3", "train.stage3"}
+    history = registry.client().get_metric_history(children["train.stage1"].info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    s1 = children["train.stage1"].data.metrics
+    assert {"cosent_384_loss", "micl_vision_loss", "late_fusion_loss", "temperature.copair_i2i",
+            "weight.xmodal"} <= set(s1), sorted(s1)
+    assert "balance.cost.copair_i2i" in children["train.stage2"].data.metrics
+    assert children["train.stage3"].data.metrics["hard_negatives.copair_i2i.drawn_mined"] > 0
+    mined = children["mine.stage3"].data.metrics
+    assert {"copair_i2i.lambda_star", "copair_i2i.kept", "copair_i2i.dropped", "q2i.f1_star"} <= set(mined)
 
     # the run's record: resolved configuration, code version, and the DVC hashes of every output
     import yaml
@@ -163,9 +177,30 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     saved = Path(registry.client().download_artifacts(champ.run_id, "record"))
     assert yaml.safe_load((saved / "config.resolved.yaml").read_text()) == cfg.model_dump(mode="json")
     outs = {o["path"]: o["md5"] for o in yaml.safe_load((saved / "outputs.dvc").read_text())["outs"]}
-    assert set(outs) == {"data/raw", "data/validated", "data/quarantine", "models/stage1", "models/index",
-                         "reports/eval", "models/onnx"}
+    assert set(outs) == {"data/raw", "data/validated", "data/quarantine", "models/stage1", "models/stage2",
+                         "data/mined/stage3", "models/stage3", "models/index", "reports/eval", "models/onnx"}
     assert outs == record.outputs and outs["data/validated"] == mv.tags["data_hash"]
+
+
+def test_a_second_run_with_the_same_settings_does_not_retrain_finished_stages(project, whole_run):
+    """Finished stages (and the mining) are recognised by the key of their configuration, data and starting
+    model: a new run takes them from the earlier run instead of training again."""
+    from sail_core.config import load_config
+    from sail_core.pipeline import runs
+
+    cfg = load_config(project / "params.yaml")
+    dr = _dag().test(run_conf={"profile": "tiny", "steps": ["train"]})
+    assert str(dr.state) == "success", _states(dr)
+    again, first = runs.get(cfg, dr.run_id), runs.get(cfg, whole_run.run_id)
+    assert all(again.metrics[f"train.{s}.reused"] == 1.0 for s in ("stage1", "stage2", "stage3"))
+    assert {p: again.outputs[p] for p in ("models/stage1", "data/mined/stage3", "models/stage3")} == {
+        p: first.outputs[p] for p in ("models/stage1", "data/mined/stage3", "models/stage3")}
+    # a changed stage retrains it and the stages after it, not the ones before
+    dr = _dag().test(run_conf={"profile": TWO_STAGES, "steps": ["train"]})
+    states = _states(dr)
+    assert str(dr.state) == "success" and states["train.stage3"] == "skipped", states
+    other = runs.get(cfg, dr.run_id)
+    assert other.metrics["train.stage1.reused"] == 1.0 and other.metrics["train.stage2.reused"] == 0.0
 
 
 def test_a_run_that_reuses_its_base_runs_index_registers_and_serves_it(project, whole_run):

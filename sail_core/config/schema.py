@@ -287,6 +287,8 @@ class EvalConfig(_Strict):
         default_factory=lambda: ["i2i", "q2i", "image2text", "frames2text", "audio2text", "omni2omni", "cls"]
     )
     batch_size: int = Field(128, ge=1)
+    baseline: bool = Field(True, description=(
+        "also score the untrained model (the gate's first reference by default); `sail ablate` turns it off"))
     reference: bool = Field(True, description=(
         "also score the plain text reference (all-MiniLM-L6-v2, mean pooling over title, year and genres, "
         "no instruction) on the same queries of i2i, q2i and cls"))

@@ -71,7 +71,8 @@ def score_all(cfg: Config, model, inputs: ItemInputs, data_dir: Path, workdir: P
     notes = notes if notes is not None else []
     queries = build_queries(cfg, data_dir, inputs, notes)
     per = {"eval": model_scores(cfg, model, inputs, queries, workdir / "eval", catalogue_dir)}
-    per["baseline"] = model_scores(cfg, baseline_model(cfg), inputs, queries, workdir / "baseline")
+    if cfg.eval.baseline:
+        per["baseline"] = model_scores(cfg, baseline_model(cfg), inputs, queries, workdir / "baseline")
     if cfg.eval.reference:
         from sail_core.eval.reference import TextReference
 
@@ -87,7 +88,8 @@ def summarise(per: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, values in per.items():
         out.update(with_intervals(values, name))
-    out.update(paired_differences(per["eval"], per["baseline"], "delta"))
+    if "baseline" in per:
+        out.update(paired_differences(per["eval"], per["baseline"], "delta"))
     if "reference" in per:
         out.update(paired_differences(per["eval"], per["reference"], "vs_reference"))
     return out

@@ -139,7 +139,8 @@ def child_run(ws: Workspace, kind: str, name: str, cfg: Config):
     existing = tracking.run_tags(ws.mlflow_run_id).get(tag)
     if existing:
         return mlflow.start_run(run_id=existing, nested=True)
-    run = mlflow.start_run(run_name=f"{kind}.{name}", nested=True,
+    parent = mlflow.active_run()
+    run = mlflow.start_run(run_name=f"{kind}.{name}", nested=True, experiment_id=parent.info.experiment_id,
                            tags={"sail.stage": name, "sail.kind": kind, "sail.parent_run": ws.run_id or "none"})
     tracking.set_tags(ws.mlflow_run_id, {tag: run.info.run_id})
     return run

@@ -338,6 +338,9 @@ def gate(cfg: Config, ws: Workspace) -> dict:
     run_id = ws.mlflow_run_id  # first: without a run there is nothing to gate
     ws.pull("data/validated", "reports/eval")
     per, queries = read_per_query(ws.wd.reports / "eval")
+    if "baseline" not in per:
+        raise ConfigError("gate: this run's evaluation did not score the untrained model (eval.baseline: false), "
+                          "which the gate compares with; set eval.baseline: true")
     champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     overlap = {}
     if champ is not None:
