@@ -165,7 +165,12 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     logged = set().union(*(children[f"train.stage{i}"].data.metrics for i in (1, 2, 3)))
     assert {"cosent_384_loss", "micl_vision_loss", "late_fusion_loss", "temperature.copair_i2i",
             "weight.xmodal"} <= logged, sorted(logged)
-    assert "balance.cost.copair_i2i" in children["train.stage2"].data.metrics
+    s2 = children["train.stage2"].data.metrics
+    assert "balance.cost.copair_i2i" in s2
+    # balancing on MovieLens: the weights stage2 samples with are not the configured ones (2 : 1 : 6), nor uniform
+    weights = {k: s2[f"weight.{k}"] for k in ("copair_i2i", "q2i", "xmodal")}
+    assert abs(sum(weights.values()) - 1) < 1e-6 and max(weights.values()) - min(weights.values()) > 0.01
+    assert weights != pytest.approx({"copair_i2i": 2 / 9, "q2i": 1 / 9, "xmodal": 6 / 9}, abs=1e-3), weights
     s3 = children["train.stage3"].data.metrics
     assert {"hard_negatives.copair_i2i.drawn_mined", "hard_negatives.q2i.mined_share"} <= set(s3), sorted(s3)
     mined = children["mine.stage3"].data.metrics

@@ -5,11 +5,12 @@ nested MLflow run, and recognising a stage (or a mining) that already finished.
 datasets it trains on, the model, the seed, balancing), the hash of its data (``data/validated``), the
 hash of the model it starts from and, for stage III, of its mined negatives. The key is written into
 the output (``stage.json``) and tagged on the pipeline run (``sail.stage_key.<name>``). Before a stage
-trains, :func:`reuse` looks for an output with the same key, in this workspace or in any earlier run
-of the experiment whose output is in the object store, and takes it instead of training again; so
-re-running a pipeline that failed in stage III (a retry, or a new run with the same settings) does
-not retrain stages I and II. Code changes are not part of the key (DVC's ``deps`` track code for
-``dvc repro``; a run that must retrain regardless can change ``train.seed`` or pass ``--set``).
+trains in a run workspace (Airflow, ``sail run``, ``sail ablate``), :func:`reuse` looks for an output with
+the same key, in this run or in any earlier run of the experiment whose output is in the object store,
+and takes it instead of training again; so re-running a pipeline that failed in stage III (a retry, or a
+new run with the same settings) does not retrain stages I and II. Code changes are not part of the key;
+in the DVC project (``sail train``, ``dvc repro``) DVC decides what is stale, code included, and nothing
+is reused by key.
 
 **Nested runs**: every stage logs to its own MLflow run (``train.<name>``, ``mine.<name>``) nested
 under the pipeline run: per-step loss terms, temperatures, sampling weights, balancing and
@@ -99,26 +100,33 @@ def reuse(cfg: Config, ws: Workspace, kind: str, name: str, path: str, key: str)
     output; None when there is none."""
     from sail_core.pipeline import tracking
 
+    if ws.is_project:
+        return None  # `sail train` / `dvc repro` in the DVC project: DVC decides what is stale (code included)
     local = ws.wd.root / path / KEY_FILE
     if local.exists():
         record = json.loads(local.read_text())
-        if record.get("key") == key:
-            if not ws.is_project:
-                tags = tracking.run_tags(ws.mlflow_run_id)
-                if OUT_TAG + path not in tags:
-                    return None  # a local leftover this run never recorded: train again
-            return record
-    if ws.is_project:
-        return None
+        if record.get("key") == key and OUT_TAG + path in tracking.run_tags(ws.mlflow_run_id):
+            return record  # this run's own output (a retry after a later failure)
     for run_id, tags in tracking.runs_with_tag(cfg.registry.experiment, _tag(kind, name), key):
         if run_id == ws.mlflow_run_id:
             continue
-        if OUT_TAG + path in tags:
-            tracking.set_tags(ws.mlflow_run_id, {OUT_TAG + path: tags[OUT_TAG + path], _tag(kind, name): key,
-                                                 f"sail.reused.{path}": tags.get("sail.run_id", run_id)})
+        if OUT_TAG + path not in tags:
+            continue
+        mine = tracking.run_tags(ws.mlflow_run_id)
+        tracking.set_tags(ws.mlflow_run_id, {OUT_TAG + path: tags[OUT_TAG + path]})
+        try:
             ws.pull(path)
-            record = json.loads((ws.wd.root / path / KEY_FILE).read_text())
-            return {**record, "reused_from": tags.get("sail.run_id", run_id)}
+        except Exception as err:  # e.g. removed by `sail gc`: put the tag back and train
+            console.print(f"[yellow]{kind}[/]: {path} of run {tags.get('sail.run_id', run_id)} has the same key but "
+                          f"cannot be fetched ({err}); computing it again")
+            if OUT_TAG + path in mine:
+                tracking.set_tags(ws.mlflow_run_id, {OUT_TAG + path: mine[OUT_TAG + path]})
+            else:
+                tracking.delete_tag(ws.mlflow_run_id, OUT_TAG + path)
+            continue
+        tracking.set_tags(ws.mlflow_run_id, {_tag(kind, name): key, f"sail.reused.{path}": tags.get("sail.run_id", run_id)})
+        record = json.loads((ws.wd.root / path / KEY_FILE).read_text())
+        return {**record, "reused_from": tags.get("sail.run_id", run_id)}
     return None
 
 

@@ -171,6 +171,10 @@ def set_tags(mlflow_run_id: str, tags: dict[str, Any]) -> None:
         client.set_tag(mlflow_run_id, key, str(value))
 
 
+def delete_tag(mlflow_run_id: str, key: str) -> None:
+    _client().delete_tag(mlflow_run_id, key)
+
+
 def run_tags(mlflow_run_id: str) -> dict[str, str]:
     return dict(_client().get_run(mlflow_run_id).data.tags)
 
