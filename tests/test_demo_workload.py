@@ -21,12 +21,12 @@ def demo():
 
 def test_training_workload(demo):
     stages = [(s.name, s.steps, s.batch_size, list(s.datasets), s.balance, s.hard_negatives) for s in demo.train.stages]
-    assert stages == [("stage1", 60, 32, ["copair_i2i", "q2i", "cls", "xmodal"], False, 0),
-                      ("stage2", 30, 32, ["copair_i2i", "q2i", "xmodal"], True, 0),
-                      ("stage3", 30, 32, ["copair_i2i", "q2i", "xmodal"], True, 2)]
+    assert stages == [("stage1", 100, 32, ["copair_i2i", "q2i", "cls", "xmodal"], False, 0),
+                      ("stage2", 20, 32, ["copair_i2i", "q2i", "xmodal"], True, 0),
+                      ("stage3", 20, 32, ["copair_i2i", "q2i", "xmodal"], True, 2)]
     assert demo.train.stages[2].hard_negative_datasets == ["copair_i2i", "q2i"] and demo.train.balance.enabled
     copair = demo.datasets["copair_i2i"]
-    assert (copair.cosent_weight, copair.micl_weight, copair.late_fusion_weight) == (0.5, 0.5, 0.5)
+    assert (copair.cosent_weight, copair.micl_weight, copair.late_fusion_weight) == (0.1, 0.1, 0.1)
     assert demo.model.backbone == "minilm" and demo.model.max_length == 64
     assert demo.model.inputs.keyframes == 2 and demo.data.render_keyframes == 2 and demo.data.media is True
 

@@ -255,7 +255,7 @@ class BalanceConfig(_Strict):
     k: int = Field(16, ge=1, description="k-means clusters per set")
     reg: float = Field(0.05, gt=0.0, description="Sinkhorn entropic regularisation")
     temperature: float = Field(0.05, gt=0.0, description="softmax temperature of -cost")
-    mix: float = Field(0.5, ge=0.0, le=1.0, description=(
+    mix: float = Field(0.3, ge=0.0, le=1.0, description=(
         "sampling weight = mix * balanced + (1 - mix) * configured (both normalised): keeps every dataset alive"))
 
 
