@@ -150,7 +150,14 @@ def construction_floor(items: int, dim: int, centres: int, spread: float, noise:
 # --- measuring -----------------------------------------------------------------------------
 
 def peak_rss_gb() -> float:
-    """Peak resident set of this process so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """Peak resident set of this process so far, GiB: ``VmHWM`` on Linux (this program's own high-water mark;
+    ``ru_maxrss`` would also count the parent's, which Linux carries across fork and exec), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 

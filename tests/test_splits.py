@@ -107,7 +107,8 @@ def test_the_training_loop_offers_train_items_only_as_negatives(demo_data, tmp_p
     splits = item_splits(data)
     train = sorted(_of(splits, "train"))
     cfg = load_config(profile="tiny")
-    stage = cfg.train.stages[0].model_copy(update={"hard_negatives": 2, "datasets": ["copair_i2i", "q2i"]})
+    stage = cfg.train.stages[0].model_copy(update={"hard_negatives": 2, "datasets": ["copair_i2i", "q2i"],
+                                                   "hard_negative_datasets": ["copair_i2i", "q2i"]})
     (data / "hard_negatives").mkdir()
     for name in stage.datasets:
         pd.DataFrame({"query_item": [train[0]], "query_text": [None], "negative_item": [train[1]]}).to_parquet(
