@@ -27,8 +27,8 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 # sail verbs that start servers, train, or need a served model: run with --dry-run.
-DRY_VERBS = {"run", "demo", "ui", "train", "index", "evaluate", "similar", "search", "gate", "export", "register",
-             "promote", "embed", "version", "reproduce", "runs"}
+DRY_VERBS = {"run", "demo", "ui", "train", "mine", "ablate", "index", "evaluate", "similar", "search", "gate", "export",
+             "register", "promote", "embed", "version", "reproduce", "runs"}
 SAIL_GLOBAL_OPTIONS_WITH_VALUE = {"--set", "--profile", "-p", "--params", "--workdir"}
 
 
