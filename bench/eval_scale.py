@@ -152,21 +152,23 @@ def construction_floor(items: int, dim: int, centres: int, spread: float, noise:
 def peak_rss_gb() -> float:
     """Peak resident set of this process so far, GiB: ``VmHWM`` on Linux (this program's own high-water mark;
     ``ru_maxrss`` would also count the parent's, which Linux carries across fork and exec), else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
+    hwm = _proc_status_gib("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 def vm_peak_gb() -> float | None:
     """Peak virtual (address-space) size, Linux only: what ``RLIMIT_AS`` bounds."""
+    return _proc_status_gib("VmPeak")
+
+
+def _proc_status_gib(field: str) -> float | None:
+    """A kB field of ``/proc/self/status`` (Linux) in GiB; None elsewhere."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmPeak:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 2**20
     except OSError:
         pass
