@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 from rich.console import Console
 
@@ -136,7 +135,7 @@ def write_key(ws: Workspace, kind: str, name: str, path: str, key: str, summary:
                                                           "summary": summary}, indent=2, default=str))
 
 
-def child_run(ws: Workspace, kind: str, name: str, cfg: Config):
+def child_run(ws: Workspace, kind: str, name: str):
     """Start (or, on a retry, resume) the nested MLflow run ``<kind>.<name>`` under the pipeline run; returns
     the context manager of ``mlflow.start_run``. Call inside ``tracking.resume_run(parent)``."""
     import mlflow
@@ -195,7 +194,7 @@ def mine(cfg: Config, ws: Workspace, name: str) -> dict:
     encoder = ModelEncoder(model, inputs, cfg.eval.batch_size)
     allowed = train_items(data, inputs.items)
     stats = {}
-    with replace_dir(ws.wd.root / path) as tmp, tracking.resume_run(ws.mlflow_run_id), child_run(ws, "mine", name, cfg):
+    with replace_dir(ws.wd.root / path) as tmp, tracking.resume_run(ws.mlflow_run_id), child_run(ws, "mine", name):
         for ds_name in stage.hard_negative_datasets:
             ds = cfg.datasets[ds_name]
             qm, tm = split_pattern(ds.patterns[0])
@@ -262,7 +261,7 @@ def train(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
     def log(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
-    with tracking.resume_run(ws.mlflow_run_id), child_run(ws, "train", name, cfg):
+    with tracking.resume_run(ws.mlflow_run_id), child_run(ws, "train", name):
         mlflow.log_params({k: v for k, v in stage.model_dump(mode="json").items()})
         summary = run_stage(cfg, stage, ws.wd.validated, out, init_from=init_from, log=log,
                             on_checkpoint=lambda folder: ws.save_checkpoints(name, folder),
