@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-SUITE_NAMES = ("items", "interactions", "item_splits", "pairs", "hard_negatives")
+SUITE_NAMES = ("items", "interactions", "item_splits", "pairs", "hard_negatives", "id_embeddings")
 ITEM_IDS_PARAM = "item_ids"
 
 

@@ -4,6 +4,13 @@
     z = embed(["a romantic comedy set in paris"], dim=128, cfg=load_config().serve)   # (1, 128)
     z = embed(texts=["Toy Story"], images=[Path("cover.jpg")], audios=[wav_bytes], cfg=cfg.serve)
     v = embed_files("Toy Story", Path("cover.png"), Path("title.wav"), None, cfg.serve, "http")  # (384,)
+    z, codes = embed(["Toy Story"], 128, cfg.serve, sid=True)   # (1, 128) and (1, L) int32 semantic IDs
+
+``sid=True`` also asks for the ``SID`` output: the semantic IDs (one code per level)
+of each row's full-width embedding, whatever ``dim`` is, under the codebooks promoted
+with the served version. A version promoted without semantic IDs refuses such a
+request (``ServingRequestError`` saying so); with ``sid=False`` (the default) the
+calls return what they always did.
 
 Send raw text: the server wraps each row in its task instruction (export.json;
 TASK/SIDE choose it, default: the q2i query instruction for text-only rows, the
@@ -114,14 +121,17 @@ def _unavailable(cfg: ServeConfig, protocol: Protocol, err: Exception) -> Servin
                               "run `sail serve up` (and `sail promote` if no model is loaded)")
 
 
-def infer(client, cfg: ServeConfig, protocol: Protocol = "http", model_version: str = "", **rows) -> tuple[np.ndarray, str]:
-    """One request of ``rows`` (``build_inputs`` keywords); returns the embeddings and the serving version."""
+def infer(client, cfg: ServeConfig, protocol: Protocol = "http", model_version: str = "", sid: bool = False,
+          **rows) -> tuple[np.ndarray, str] | tuple[np.ndarray, np.ndarray, str]:
+    """One request of ``rows`` (``build_inputs`` keywords); returns the embeddings and the serving version,
+    or, with ``sid=True``, the embeddings, the (N, L) int32 semantic IDs and the serving version."""
     from tritonclient.utils import InferenceServerException
 
     inputs = build_inputs(protocol=protocol, **rows)  # file and shape errors surface here, not as "unavailable"
+    names = ["EMBEDDING", "SID"] if sid else ["EMBEDDING"]
     try:
         result = client.infer(cfg.triton_model, inputs, model_version=model_version,
-                              outputs=[_module(protocol).InferRequestedOutput("EMBEDDING")])
+                              outputs=[_module(protocol).InferRequestedOutput(n) for n in names])
     except InferenceServerException as err:
         message = str(err.message() or err)
         if "UNAVAILABLE" in str(err.status()) or "failed to connect" in message.lower():
@@ -134,7 +144,14 @@ def infer(client, cfg: ServeConfig, protocol: Protocol = "http", model_version: 
         version = str(result.get_response().get("model_version", ""))
     else:
         version = str(result.get_response().model_version)
-    return result.as_numpy("EMBEDDING"), version
+    if not sid:
+        return result.as_numpy("EMBEDDING"), version
+    codes = result.as_numpy("SID")
+    if codes is None:  # the backend answers {EMBEDDING, SID} without SID when it has no codebooks (model.py)
+        raise ServingRequestError(f"the served version {version} of {cfg.triton_model!r} has no semantic IDs (it "
+                                  "returned no SID output); promote a version registered with semantic IDs "
+                                  "(promote(..., sid_dir=...)) or call without sid=True")
+    return result.as_numpy("EMBEDDING"), codes.astype(np.int32, copy=False), version
 
 
 def infer_batch(client, texts: list[str], dim: int | None, cfg: ServeConfig, protocol: Protocol = "http",
@@ -149,11 +166,14 @@ def embed(texts: Sequence[str | None] | None = None, dim: int | None = None, cfg
           protocol: Protocol = "http", model_version: str = "", timeout: float = 60.0, *,
           images: Sequence[Media] | None = None, audios: Sequence[Media] | None = None,
           frames: Sequence[Sequence[Media] | None] | None = None, task: str | None = None,
-          side: str | None = None) -> np.ndarray:
+          side: str | None = None, sid: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Embed N rows (N, dim or full size) via Triton, in requests of at most ``cfg.max_batch_size`` rows.
 
     Each given list has one entry per row; ``None`` leaves that modality out of
     the row. ``frames`` holds a list of keyframes (bytes or paths) per row.
+    With ``sid=True`` returns ``(embeddings, codes)``: ``codes`` (N, L) int32 are the
+    semantic IDs of the rows' full-width embeddings (``ServingRequestError`` when the
+    served version has none).
     """
     cfg = cfg or ServeConfig()
     columns = {"texts": texts, "images": images, "audios": audios, "frames": frames}
@@ -164,17 +184,20 @@ def embed(texts: Sequence[str | None] | None = None, dim: int | None = None, cfg
     client = make_client(cfg, protocol, timeout)
     try:
         step = cfg.max_batch_size
-        chunks = [infer(client, cfg, protocol, model_version, dim=dim, task=task, side=side,
-                        **{k: v[i : i + step] for k, v in given.items()})[0] for i in range(0, n, step)]
+        chunks = [infer(client, cfg, protocol, model_version, sid=sid, dim=dim, task=task, side=side,
+                        **{k: v[i : i + step] for k, v in given.items()}) for i in range(0, n, step)]
     finally:
         client.close()
-    return np.concatenate(chunks, axis=0)
+    vectors = np.concatenate([c[0] for c in chunks], axis=0)
+    return (vectors, np.concatenate([c[1] for c in chunks], axis=0)) if sid else vectors
 
 
 def embed_files(text: str | None, image: Path | None, audio: Path | None, dim: int | None = None,
                 cfg: ServeConfig | None = None, protocol: Protocol = "http", frames: Sequence[Path] | None = None,
-                task: str | None = None, side: str | None = None) -> np.ndarray:
-    """One item from a text and/or an image file (JPEG/PNG) and/or a WAV file -> its (dim,) embedding.
+                task: str | None = None, side: str | None = None,
+                sid: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """One item from a text and/or an image file (JPEG/PNG) and/or a WAV file -> its (dim,) embedding
+    (with ``sid=True``: ``(embedding, codes)``, ``codes`` its (L,) int32 semantic ID).
 
     For ``sail embed TEXT --image PATH --audio PATH``. Raises ``ValueError`` when
     nothing is given and ``FileNotFoundError`` for a missing file.
@@ -184,4 +207,7 @@ def embed_files(text: str | None, image: Path | None, audio: Path | None, dim: i
     rows = {"texts": [text] if text else None, "images": [Path(image)] if image is not None else None,
             "audios": [Path(audio)] if audio is not None else None,
             "frames": [[Path(f) for f in frames]] if frames else None}
+    if sid:
+        vectors, codes = embed(dim=dim, cfg=cfg, protocol=protocol, task=task, side=side, sid=True, **rows)
+        return vectors[0], codes[0]
     return embed(dim=dim, cfg=cfg, protocol=protocol, task=task, side=side, **rows)[0]

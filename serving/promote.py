@@ -8,9 +8,12 @@ an image, audio and all modalities together, at every Matryoshka dim (served
 version number, shape, unit norm, and parity with onnxruntime run in-process
 on the same files and inputs) and, when the version carries a catalogue index
 (``index_dir``, copied to ``<N>/catalogue/``), that the served full dim is the
-index's dim and the index answers a query embedded by N; (4) records N as
-current in ``serving_state.json``. The encoder and its catalogue index are one
-version folder, so promotion and rollback switch them together.
+index's dim and the index answers a query embedded by N; when the version
+carries semantic IDs (``sid_dir``, copied to ``<N>/sid/``), that the ``SID`` output
+equals :func:`sail_core.preprocess.semantic_ids.encode` of the served full-dim
+embeddings under those codebooks; (4) records N as current in
+``serving_state.json``. The encoder, its catalogue index and its semantic IDs are
+one version folder, so promotion and rollback switch them together.
 
 On any failure the previous version policy is restored and reloaded (so the
 previous version keeps serving), the failed folder is moved to
@@ -134,7 +137,36 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
                 raise PromotionError(f"Triton and onnxruntime differ by {diff:.3g} for {where} (tolerance {tolerance:g})")
     return {"max_abs_diff": worst, "per_request": per_request,
             "dims": sorted({reference.hidden_size, *reference.dims}, reverse=True),
-            "texts": len(texts or SMOKE_TEXTS), "catalogue": catalogue_check(client, cfg, version_dir, version)}
+            "texts": len(texts or SMOKE_TEXTS), "catalogue": catalogue_check(client, cfg, version_dir, version),
+            "sid": sid_check(client, cfg, version_dir, version, texts)}
+
+
+def sid_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts: list[str] | None = None) -> dict | None:
+    """The check of a version's semantic IDs (``None`` if the version has none): the smoke texts' ``SID``
+    output, pinned to ``version``, has one code per level, each within its codebook, and equals
+    :func:`~sail_core.preprocess.semantic_ids.encode` of the full-dim embeddings of the same response.
+    Raises ``PromotionError``."""
+    from sail_core.preprocess.semantic_ids import encode, load_codebooks
+    from serving.client import infer
+
+    path = Path(version_dir) / repository.SID_DIR / "codebooks.npz"
+    if not path.exists():
+        return None
+    try:
+        codebooks = load_codebooks(path)
+        z, codes, served = infer(client, cfg, "http", str(version), sid=True, texts=texts or SMOKE_TEXTS)
+    except Exception as err:  # noqa: BLE001
+        raise PromotionError(f"the semantic IDs of version {version} cannot be served: {err}") from None
+    sizes = [len(c) for c in codebooks]
+    if codes.shape != (len(z), len(sizes)) or not all(0 <= codes[:, i].min() and codes[:, i].max() < k
+                                                      for i, k in enumerate(sizes)):
+        raise PromotionError(f"version {version} returned SID of shape {codes.shape} with codes "
+                             f"{codes.tolist()}, expected ({len(z)}, {len(sizes)}) within codebook sizes {sizes}")
+    want = encode(z, codebooks)
+    if served != str(version) or not np.array_equal(codes, want):
+        raise PromotionError(f"version {served} returned SID {codes.tolist()} but its codebooks give "
+                             f"{want.tolist()} for the same embeddings (version {version} expected)")
+    return {"levels": len(sizes), "sizes": sizes, "codes": ["-".join(map(str, r)) for r in codes.tolist()]}
 
 
 def catalogue_check(client, cfg: ServeConfig, version_dir: Path, version: int, k: int = 5) -> dict | None:
@@ -212,14 +244,16 @@ def _restore(client, cfg: ServeConfig, repo_dir: Path, previous: int | None) -> 
 
 def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str | Path | None = None,
             texts: list[str] | None = None, tolerance: float = PARITY_TOLERANCE,
-            index_dir: str | Path | None = None) -> dict:
+            index_dir: str | Path | None = None, sid_dir: str | Path | None = None) -> dict:
     """Write, load and check version ``version`` from an export folder (and the catalogue index its model
-    built, ``index_dir``, served with it); make it the one that serves.
+    built, ``index_dir``, and the semantic IDs fitted on that catalogue, ``sid_dir``, served with it);
+    make it the one that serves.
 
     Returns ``{"model", "version", "previous", "max_abs_diff", "load_seconds", "check_seconds", "version_dir",
-    "catalogue"}`` (``catalogue``: ``{"dim", "count", "kind", "top_score"}`` or ``None`` without an index).
+    "catalogue", "sid"}`` (``catalogue``: ``{"dim", "count", "kind", "top_score"}`` or ``None`` without an index;
+    ``sid``: ``{"levels", "sizes", "codes"}`` or ``None`` without semantic IDs).
     Raises :class:`PromotionError` (previous version, encoder and index, still serving), ``ServingUnavailable``,
-    or, before anything changes, ``FileNotFoundError`` for an incomplete index folder.
+    or, before anything changes, ``FileNotFoundError`` for an incomplete index or semantic-ID folder.
     """
     version = int(version)
     repo_dir = Path(repo_dir or home().triton_repo).resolve()
@@ -231,9 +265,11 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
         if previous == version:
             return {"model": cfg.triton_model, "version": version, "previous": previous, "already_serving": True,
                     "version_dir": str(folder / str(version))}
-        version_dir = repository.write_version(repo_dir, cfg, onnx_dir, version, index_dir=index_dir)
+        version_dir = repository.write_version(repo_dir, cfg, onnx_dir, version, index_dir=index_dir, sid_dir=sid_dir)
         index = str(index_dir) if index_dir is not None else None
-        record(folder, "promote_started", version=version, previous=previous, source=str(onnx_dir), index=index)
+        sid = str(sid_dir) if sid_dir is not None else None
+        record(folder, "promote_started", version=version, previous=previous, source=str(onnx_dir), index=index,
+               sid=sid)
         try:
             try:
                 load_seconds = _switch(client, cfg, repo_dir, version)
@@ -253,12 +289,13 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
         state["current"] = version
         state["stack"] = [v for v in state.get("stack", []) if v != version] + [version]
         state["history"].append({"event": "promote", "at": now(), "version": version, "previous": previous,
-                                 "max_abs_diff": check["max_abs_diff"], "source": str(onnx_dir), "index": index})
+                                 "max_abs_diff": check["max_abs_diff"], "source": str(onnx_dir), "index": index,
+                                 "sid": sid})
         write_state(folder, state)
         return {"model": cfg.triton_model, "version": version, "previous": previous,
                 "max_abs_diff": check["max_abs_diff"], "smoke": check["per_request"], "dims": check["dims"],
                 "load_seconds": round(load_seconds, 3), "check_seconds": round(check_seconds, 3),
-                "version_dir": str(version_dir), "catalogue": check["catalogue"]}
+                "version_dir": str(version_dir), "catalogue": check["catalogue"], "sid": check["sid"]}
     finally:
         client.close()
 

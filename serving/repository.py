@@ -12,6 +12,8 @@ Layout (``<repo>`` is ``home().triton_repo`` by default)::
     <repo>/<name>/<N>/sail_core/preprocess/    a copy: preprocessing in Triton is the training code
     <repo>/<name>/<N>/catalogue/               the catalogue index built by this very encoder
                                                (:mod:`sail_core.index.catalogue`; read by serving.catalogue)
+    <repo>/<name>/<N>/sid/                     optional: the semantic-ID codebooks and codes of that catalogue
+                                               (:mod:`sail_core.index.semantic_ids`; the backend encodes SID with them)
 
 A version folder is the unit of promotion and rollback: the encoder and the
 catalogue index it embedded travel together, so a query is always encoded by
@@ -19,7 +21,8 @@ the model whose vectors it searches. Triton ignores the ``catalogue/`` subfolder
 
 The model's inputs (all optional, any subset): ``TEXT``, ``IMAGE`` (cover
 bytes), ``FRAMES`` (keyframe bytes, ``[-1]`` per row), ``AUDIO`` (WAV bytes),
-``DIM``, ``TASK``, ``SIDE``; output ``EMBEDDING``. See ``backend/model.py``.
+``DIM``, ``TASK``, ``SIDE``; outputs ``EMBEDDING`` and ``SID`` (semantic IDs, ``[-1]``:
+one code per level; only from versions with ``sid/``). See ``backend/model.py``.
 
 ``config.pbtxt`` pins the served versions with ``version_policy: { specific }``,
 so that in explicit model-control mode only the intended version is loaded.
@@ -35,6 +38,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sail_core.config import ServeConfig
 from sail_core.index import catalogue as catalogue_format
+from sail_core.index import semantic_ids as sid_format
 from sail_core.preprocess.export_format import read_export_meta
 
 BACKEND_DIR = Path(__file__).resolve().parent / "backend"
@@ -43,6 +47,8 @@ BACKEND_FILES = ["model.py", "embedder.py"]
 CONFIG = "config.pbtxt"
 CATALOGUE_DIR = "catalogue"  # <repo>/<name>/<N>/catalogue/: the index served with version N
 CATALOGUE_FILES = (catalogue_format.META, catalogue_format.IDS, catalogue_format.VECTORS, catalogue_format.INDEX)
+SID_DIR = "sid"  # <repo>/<name>/<N>/sid/: the semantic-ID codebooks (and codes) served with version N
+SID_FILES = sid_format.FILES
 GPU_CONFIG = "config.gpu.pbtxt.example"
 
 # Every input is optional: any subset of the modalities, DIM/TASK/SIDE defaulted by the model.
@@ -71,12 +77,16 @@ def model_dir(repo_dir: str | Path, cfg: ServeConfig) -> Path:
 
 
 def _model_config(name: str, versions: list[int], max_batch_size: int, providers: str) -> mc.ModelConfig:
-    """The fields both variants share: python backend, the optional inputs, one output, the pinned versions."""
+    """The fields both variants share: python backend, the optional inputs, the outputs, the pinned versions.
+
+    ``SID`` has ``dims: [-1]``: the number of semantic-ID levels is the served version's.
+    """
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.version_policy.specific.versions.extend(int(v) for v in versions)
     for input_name, dtype, dims in _INPUTS:
         config.input.add(name=input_name, data_type=dtype, dims=dims, optional=True)
     config.output.add(name="EMBEDDING", data_type=mc.TYPE_FP32, dims=[-1])
+    config.output.add(name="SID", data_type=mc.TYPE_INT32, dims=[-1])
     config.parameters["onnx_providers"].string_value = providers
     config.parameters["intra_op_threads"].string_value = "0"
     return config
@@ -150,18 +160,32 @@ def check_catalogue_files(index_dir: str | Path) -> Path:
     return index_dir
 
 
+def check_sid_files(sid_dir: str | Path) -> Path:
+    """``sid_dir`` if it is a complete semantic-ID folder; ``FileNotFoundError`` naming what is missing."""
+    sid_dir = Path(sid_dir)
+    if not sid_dir.is_dir():
+        raise FileNotFoundError(f"semantic-ID folder {sid_dir} does not exist; {sid_format.REBUILD}")
+    missing = [name for name in SID_FILES if not (sid_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"semantic-ID folder {sid_dir} lacks {', '.join(missing)}; {sid_format.REBUILD}")
+    return sid_dir
+
+
 def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, version: int,
-                  index_dir: str | Path | None = None) -> Path:
-    """Create ``<repo>/<name>/<version>/`` from an export folder (and its catalogue index); returns the version folder.
+                  index_dir: str | Path | None = None, sid_dir: str | Path | None = None) -> Path:
+    """Create ``<repo>/<name>/<version>/`` from an export folder (and its catalogue index and semantic IDs);
+    returns the version folder.
 
     ``index_dir`` (optional) is a catalogue index folder (:mod:`sail_core.index.catalogue`)
-    built with this export's model; it is copied to ``<version>/catalogue/`` in the
-    same staging folder as the encoder, so the version appears whole (encoder and
-    index) or not at all.
+    built with this export's model; it is copied to ``<version>/catalogue/``. ``sid_dir``
+    (optional) is a semantic-ID folder (:mod:`sail_core.index.semantic_ids`) fitted on
+    this model's catalogue embeddings; its files are copied to ``<version>/sid/``, and the
+    backend then answers the ``SID`` output. Both go into the same staging folder as the
+    encoder, so the version appears whole (encoder, index, SIDs) or not at all.
 
     Raises ``FileExistsError`` if the version folder exists (versions are immutable),
     ``ExportFormatError`` if the export folder is incomplete or of another format and
-    ``FileNotFoundError`` if the index folder lacks one of its files.
+    ``FileNotFoundError`` if the index or semantic-ID folder lacks one of its files.
     """
     onnx_dir = Path(onnx_dir)
     if int(version) < 1:
@@ -169,6 +193,8 @@ def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, 
     files = read_export_meta(onnx_dir).files  # raises ExportFormatError naming what is missing
     if index_dir is not None:
         index_dir = check_catalogue_files(index_dir)
+    if sid_dir is not None:
+        sid_dir = check_sid_files(sid_dir)
     target = model_dir(repo_dir, cfg) / str(int(version))
     if target.exists():
         raise FileExistsError(f"model version folder {target} already exists; versions are immutable, "
@@ -188,8 +214,12 @@ def write_version(repo_dir: str | Path, cfg: ServeConfig, onnx_dir: str | Path, 
             '"""A copy of sail_core.preprocess only: preprocessing inside Triton is the training code."""\n')
         if index_dir is not None:
             shutil.copytree(index_dir, staging / CATALOGUE_DIR, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if sid_dir is not None:
+            (staging / SID_DIR).mkdir()
+            for name in SID_FILES:
+                shutil.copy2(sid_dir / name, staging / SID_DIR / name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    staging.rename(target)  # the version (encoder + catalogue index) appears whole or not at all
+    staging.rename(target)  # the version (encoder + catalogue index + SIDs) appears whole or not at all
     return target

@@ -27,6 +27,7 @@ DISTRIBUTION_OF = {
     "livekit": "livekit-wakeword",
     "faiss": "faiss-cpu",
     "ot": "POT",
+    "sklearn": "scikit-learn",
 }
 # declared, needed, and never imported by name
 NOT_IMPORTED = {

@@ -1,13 +1,20 @@
-"""The Triton model configs written by serving/repository.py, parsed back with protobuf's text format."""
+"""The Triton model configs written by serving/repository.py, parsed back with protobuf's text format, and the
+semantic-ID folder a version carries."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sail_core.config import ServeConfig
-from serving.repository import CONFIG, GPU_CONFIG, model_dir, read_config, write_configs
+from sail_core.index.semantic_ids import save_semantic_ids
+from sail_core.preprocess.export_format import META_FILE, ExportMeta
+from serving.repository import CONFIG, GPU_CONFIG, SID_DIR, SID_FILES, model_dir, read_config, write_configs, \
+    write_version
 
 INPUTS = {"TEXT": [1], "IMAGE": [1], "FRAMES": [-1], "AUDIO": [1], "DIM": [1], "TASK": [1], "SIDE": [1]}
 
@@ -19,8 +26,8 @@ def _check_shared(config: mc.ModelConfig, name: str, versions: list[int]) -> Non
     assert all(i.optional for i in config.input)
     types = {i.name: i.data_type for i in config.input}
     assert types.pop("DIM") == mc.TYPE_INT32 and set(types.values()) == {mc.TYPE_STRING}
-    [out] = config.output
-    assert (out.name, out.data_type, list(out.dims)) == ("EMBEDDING", mc.TYPE_FP32, [-1])
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("EMBEDDING", mc.TYPE_FP32, [-1]), ("SID", mc.TYPE_INT32, [-1])]  # SID: one code per level
     assert config.parameters["intra_op_threads"].string_value == "0"
 
 
@@ -79,3 +86,33 @@ def test_a_broken_config_fails_to_parse_naming_the_line(tmp_path):
     path.write_text('name: "x"\nmax_batch_size: "many"\n')
     with pytest.raises(text_format.ParseError, match="2:"):
         read_config(path)
+
+
+def _fake_export(folder):
+    """An export folder whose files are placeholders: write_version copies them, nothing loads them here."""
+    meta = ExportMeta(hidden_size=8, max_length=16, max_instruction_length=8, matryoshka_dims=[4],
+                      image_size=32, vision_feature_shape=[4, 1, 1], keyframes=2, max_frames=2, audio_dim=4,
+                      audio_chunk_seconds=1.0, instructions={}, instruction_defaults={}, inputs=["text"])
+    folder.mkdir()
+    for name in meta.files:
+        (folder / name).write_bytes(b"placeholder")
+    (folder / META_FILE).write_text(json.dumps(meta.to_dict()))
+    return folder
+
+
+def test_a_version_carries_its_semantic_ids_whole_or_not_at_all(tmp_path):
+    serve = ServeConfig()
+    export = _fake_export(tmp_path / "export")
+    sid = tmp_path / "sid"
+    save_semantic_ids(sid, ["a", "b", "c"], np.eye(3, 8, dtype=np.float32), [2, 2])
+    target = write_version(tmp_path / "repo", serve, export, 1, sid_dir=sid)
+    assert sorted(p.name for p in (target / SID_DIR).iterdir()) == sorted(SID_FILES)
+    assert all((target / SID_DIR / n).read_bytes() == (sid / n).read_bytes() for n in SID_FILES)
+    assert not (write_version(tmp_path / "repo", serve, export, 2) / SID_DIR).exists()
+
+    (sid / "codes.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks codes.parquet; rebuild it with"):
+        write_version(tmp_path / "repo", serve, export, 3, sid_dir=sid)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_version(tmp_path / "repo", serve, export, 3, sid_dir=tmp_path / "nowhere")
+    assert sorted(p.name for p in model_dir(tmp_path / "repo", serve).iterdir()) == ["1", "2"]

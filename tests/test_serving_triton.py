@@ -1,5 +1,5 @@
 """The real tritonserver on 127.0.0.1 serving the omni model: every modality combination, promote, swap,
-failed promotion, rollback, malformed requests, restart.
+failed promotion, rollback, malformed requests, restart, semantic IDs.
 
 One server (free ports, temporary model repository) is shared by the module, and
 no test relies on another having run first (the order is random): the ``v1``
@@ -24,7 +24,9 @@ import pytest
 
 from exports import ITEM, QUERY, cached_export, torch_embed
 from sail_core.config import load_config
+from sail_core.index.semantic_ids import read_semantic_ids, save_semantic_ids
 from sail_core.preprocess import samples
+from sail_core.preprocess.semantic_ids import encode
 from sail_core.paths import free_ports, home
 from serving import server
 from serving.backend.embedder import OnnxEmbedder, truncate_normalise
@@ -39,7 +41,7 @@ from serving.client import (
 )
 from serving.ephemeral import ephemeral_server
 from serving.promote import PromotionError, promote, rollback, serving_state
-from serving.repository import read_config
+from serving.repository import SID_DIR, read_config
 
 pytestmark = pytest.mark.triton
 
@@ -262,6 +264,56 @@ def test_version_lifecycle(triton, models, v1):
     assert served_version(cfg) == "1" and served_version(triton["cfg"]) == "1"
     np.testing.assert_allclose(embed(images=[PNG], cfg=cfg), OnnxEmbedder(models["dirs"][1]).embed(images=[PNG]),
                                atol=1e-4)
+
+
+CATALOGUE = ["Jumanji (1995) | Adventure, Children, Fantasy", "Heat (1995) | Action, Crime, Thriller",
+             "GoldenEye (1995) | Action, Adventure, Thriller", "Babe (1995) | Children, Drama",
+             "Seven (1995) | Mystery, Thriller", "Pulp Fiction (1994) | Comedy, Crime, Drama, Thriller",
+             "Braveheart (1995) | Action, Drama, War", "The Shawshank Redemption (1994) | Crime, Drama"]
+
+
+def test_semantic_ids_served_beside_the_embedding(triton, models, v1, tmp_path):
+    """A version promoted with SIDs (fitted on its own catalogue embeddings) returns SID == encode(its full-dim
+    embedding); asking v1, which has none, for SID is refused clearly and v1 keeps serving."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    vectors = OnnxEmbedder(models["dirs"][1]).embed(texts=CATALOGUE, sides=["target"] * len(CATALOGUE))
+    save_semantic_ids(tmp_path / "sid", [str(i) for i in range(len(CATALOGUE))], vectors, [4, 3], seed=0)
+    codebooks, table, _ = read_semantic_ids(tmp_path / "sid")
+    cfg = triton["cfg"].model_copy(update={"triton_model": "with_sid"})
+    result = promote(models["dirs"][1], 1, cfg, triton["repo"], sid_dir=tmp_path / "sid")
+    assert result["sid"]["levels"] == 2 and (triton["repo"] / "with_sid" / "1" / SID_DIR / "codebooks.npz").exists()
+
+    full, codes = embed(TEXTS, None, cfg, "http", sid=True)
+    assert codes.dtype == np.int32 and codes.shape == (len(TEXTS), 2)
+    np.testing.assert_array_equal(codes, encode(full, codebooks))
+    np.testing.assert_allclose(full, models["torch"][1], atol=1e-4)
+    small, again = embed(TEXTS, 64, cfg, "grpc", sid=True)  # SID comes from the full width, whatever DIM is
+    assert small.shape == (len(TEXTS), 64)
+    np.testing.assert_array_equal(again, codes)
+    np.testing.assert_allclose(embed(TEXTS, 64, cfg, "http"), small, atol=1e-6)  # sid=False: as before
+    items, item_codes = embed(CATALOGUE, None, cfg, sid=True, side="target")  # the catalogue's own codes
+    np.testing.assert_array_equal(item_codes, table[["sid_0", "sid_1"]].to_numpy())
+    vec, one = embed_files(TEXTS[0], None, None, None, cfg, sid=True)
+    assert vec.shape == (384,) and one.tolist() == codes[0].tolist()
+
+    # v1 (the default model) was promoted without SIDs
+    plain = triton["cfg"]
+    for protocol in ("http", "grpc"):
+        with pytest.raises(ServingRequestError, match="served version 1 of .* has no semantic IDs.*sid_dir"):
+            embed(TEXTS[:1], None, plain, protocol, sid=True)
+    client = make_client(plain)
+    try:
+        text = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+        text.set_data_from_numpy(np.array([[b"hello"]], dtype=object))
+        with pytest.raises(InferenceServerException, match="served version 1 has no semantic IDs.*promote a version"):
+            client.infer(plain.triton_model, [text], outputs=[httpclient.InferRequestedOutput("SID")])
+        answer = client.infer(plain.triton_model, [text])  # no outputs named: EMBEDDING alone, as before SIDs
+        assert answer.as_numpy("EMBEDDING").shape == (1, 384) and answer.as_numpy("SID") is None
+    finally:
+        client.close()
+    np.testing.assert_allclose(embed(TEXTS, None, plain), models["torch"][1], atol=1e-4)
 
 
 def test_refused_first_version_leaves_nothing_loaded(triton, models, v1):

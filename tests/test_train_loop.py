@@ -78,7 +78,7 @@ def test_outputs_summary_and_logs(cfg, full_run):
     model = load_model(out / "model")
     assert (out / "model" / "sail_omni.json").exists()
     temps = json.loads((out / "model" / "temperatures.json").read_text())
-    assert set(temps) == set(cfg.datasets)
+    assert set(temps) == set(cfg.temperature_inits())  # every pair dataset and CRE task
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(cfg, data, cache, full_run, tmp_path):

@@ -14,7 +14,9 @@ from sail_core.config.load import DEFAULT_PARAMS, REPO_ROOT, default_params, dum
 from sail_core.config.profiles import (check_steps, exportable, mining_stage_names, profile_names, runnable_profiles,
                                        stage_names)
 from sail_core.config.schema import (
+    CRE_TASKS,
     CROSS_MODAL_TASKS,
+    CreConfig,
     ITEM_TASKS,
     MINILM_WIDTH,
     MODALITIES,
@@ -37,7 +39,9 @@ from sail_core.config.schema import (
     Qwen2ShapeConfig,
     RegistryConfig,
     ServeConfig,
+    Seq2ItemConfig,
     StageConfig,
+    TeacherConfig,
     TrainConfig,
     VisionConfig,
     embedding_width,
@@ -47,9 +51,9 @@ from sail_core.config.schema import (
 __all__ = [
     "REPO_ROOT", "DEFAULT_PARAMS", "default_params", "params_path", "load_config", "dump_config",
     "profile_names", "exportable", "check_steps", "runnable_profiles", "stage_names", "mining_stage_names",
-    "CROSS_MODAL_TASKS", "ITEM_TASKS", "MINILM_WIDTH", "MODALITIES", "AudioConfig", "BalanceConfig", "ClapShapeConfig", "Config",
+    "CRE_TASKS", "CreConfig", "CROSS_MODAL_TASKS", "ITEM_TASKS", "MINILM_WIDTH", "MODALITIES", "AudioConfig", "BalanceConfig", "ClapShapeConfig", "Config",
     "ConfigError", "ContractsConfig", "DataConfig", "DatasetConfig", "EvalConfig", "GateConfig", "GateMetric", "IndexConfig", "REFERENCE_TASKS",
     "IndexConfig", "REFERENCE_TASKS",
     "InputsConfig", "ModelConfig", "PerceiverConfig", "Qwen2ShapeConfig", "RegistryConfig", "ServeConfig",
-    "StageConfig", "TrainConfig", "VisionConfig", "embedding_width", "eval_metric_names",
+    "Seq2ItemConfig", "StageConfig", "TeacherConfig", "TrainConfig", "VisionConfig", "embedding_width", "eval_metric_names",
 ]

@@ -259,6 +259,69 @@ class BalanceConfig(_Strict):
         "sampling weight = mix * balanced + (1 - mix) * configured (both normalised): keeps every dataset alive"))
 
 
+CRE_TASKS = ("seq2item", "id2item")   # reserved stage dataset names: the CRE tasks (configured under `cre`)
+SequenceBuilder = Literal["content_single", "content_multi", "collab_single", "collab_multi"]
+
+
+class TeacherConfig(_Strict):
+    """The collaborative teacher (sail_core.rec.teacher): item ID embeddings from the interactions, with
+    `implicit`, trained on train items' positive events before each user's time cutoff only."""
+
+    algorithm: Literal["als", "bpr"] = Field("als", description="implicit's AlternatingLeastSquares or BPR")
+    factors: int = Field(64, ge=2, description="size of the ID embeddings")
+    iterations: int = Field(20, ge=1)
+    regularization: float = Field(0.05, ge=0.0)
+    alpha: float = Field(10.0, gt=0.0, description="als: confidence of a positive interaction (1 + alpha)")
+    learning_rate: float = Field(0.01, gt=0.0, description="bpr only")
+    ks: list[int] = Field(default_factory=lambda: [10, 50], description=(
+        "k of the teacher's own Recall@k and NDCG@k on the events after the cutoff"))
+
+
+class Seq2ItemConfig(_Strict):
+    """seq2item distillation (sail_core.rec.sequences, sail_core.train.cre): a user's earlier positive items
+    pooled by a sequence encoder, InfoNCE against the next positive item, at every Matryoshka dim."""
+
+    weight: float = Field(1.0, gt=0.0, description="sampling weight of the seq2item task in a stage")
+    temperature_init: float = Field(0.05, gt=0.0, lt=1.0)
+    max_length: int = Field(10, ge=1, description="earlier items in a sequence")
+    candidates: int = Field(50, ge=1, description="the most recent earlier items a builder selects from")
+    targets_per_user: int = Field(20, ge=1, description="training targets per user: the most recent ones")
+    builders: list[SequenceBuilder] = Field(
+        default_factory=lambda: ["content_single", "content_multi", "collab_single", "collab_multi"],
+        description="sequence builders; each training target gets one sequence per builder")
+    peaks: int = Field(3, ge=2, description="multi-peak builders: interest clusters of the history")
+    encoder: Literal["mean", "transformer"] = Field("mean", description=(
+        "mean pooling, or a small transformer with a summary token (saved with the model, cre.pt)"))
+    encoder_layers: int = Field(1, ge=1)
+    encoder_heads: int = Field(4, ge=1)
+    sequence_gradient: bool = Field(False, description=(
+        "true: the sequence items are embedded by the model in the step (gradient through them; ~10x the cost); "
+        "false: they come from the starting model's catalogue embeddings, and the gradient reaches the target "
+        "items and the sequence encoder"))
+
+
+class Id2ItemConfig(_Strict):
+    """ID2item distillation: a learned projection of the teacher's ID embedding, aligned with the item's omni
+    embedding by InfoNCE (sail_core.train.cre)."""
+
+    weight: float = Field(1.0, gt=0.0, description="sampling weight of the id2item task in a stage")
+    temperature_init: float = Field(0.05, gt=0.0, lt=1.0)
+    projection: Literal["linear", "mlp"] = Field("linear", description="teacher vector -> embedding space")
+
+
+class CreConfig(_Strict):
+    """Collaboration-aware recommendation enhancement: the teacher and the two distillation tasks. A stage
+    trains them by listing `seq2item` / `id2item` among its datasets (next to an i2i dataset, the auxiliary
+    retrieval task)."""
+
+    teacher: TeacherConfig = TeacherConfig()
+    seq2item: Seq2ItemConfig = Seq2ItemConfig()
+    id2item: Id2ItemConfig = Id2ItemConfig()
+    instruction: str = Field("Represent this movie for retrieval.", description=(
+        "instruction of the items the CRE tasks embed: the catalogue's (the q2i target instruction), so that "
+        "what they train is what the index and the recommendation metrics read"))
+
+
 class TrainConfig(_Strict):
     """The training stages, run in order, and the CPU threads of training and evaluation."""
 
@@ -416,6 +479,7 @@ class Config(_Strict):
     serve: ServeConfig = ServeConfig()
     registry: RegistryConfig = RegistryConfig()
     store: StoreConfig = StoreConfig()
+    cre: CreConfig = CreConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
@@ -424,6 +488,15 @@ class Config(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def task_weight(self, name: str) -> float:
+        """The configured sampling weight of a stage dataset: a pair dataset's, or a CRE task's (``cre.<task>``)."""
+        return getattr(self.cre, name).weight if name in CRE_TASKS else self.datasets[name].weight
+
+    def temperature_inits(self) -> dict[str, float]:
+        """Initial InfoNCE temperature of every pair dataset and CRE task (one learnable tau each)."""
+        return {**{n: d.temperature_init for n, d in self.datasets.items()},
+                **{n: getattr(self.cre, n).temperature_init for n in CRE_TASKS}}
 
     def _dataset_problems(self) -> list[str]:
         if not self.datasets:
@@ -442,8 +515,13 @@ class Config(_Strict):
             if not stage.datasets:
                 problems.append(f"train.stages.{i}.datasets is empty; list datasets to train on; allowed: {allowed}")
             for j, name in enumerate(stage.datasets):
-                if name not in self.datasets:
-                    problems.append(f"train.stages.{i}.datasets.{j}: unknown dataset {name!r}; allowed: {allowed}")
+                if name not in self.datasets and name not in CRE_TASKS:
+                    problems.append(f"train.stages.{i}.datasets.{j}: unknown dataset {name!r}; allowed: {allowed}, "
+                                    f"and the CRE tasks {', '.join(CRE_TASKS)}")
+            cre = [n for n in stage.datasets if n in CRE_TASKS]
+            if cre and stage.balance:
+                problems.append(f"train.stages.{i} ({stage.name!r}): balance: true with the CRE tasks {cre}; balancing "
+                                "matches pair datasets only, so set balance: false in this stage")
             for j, name in enumerate(stage.hard_negative_datasets):
                 if name not in stage.datasets:
                     problems.append(f"train.stages.{i}.hard_negative_datasets.{j}: {name!r} is not one of the stage's "

@@ -145,7 +145,7 @@ class InfoNCELoss(nn.Module):
     @classmethod
     def from_config(cls, cfg) -> "InfoNCELoss":
         """From a :class:`sail_core.config.Config`: every dataset's tau, the model's Matryoshka dims."""
-        inits = {name: ds.temperature_init for name, ds in cfg.datasets.items()}
+        inits = cfg.temperature_inits()
         return cls(inits, dims=cfg.model.matryoshka_dims)
 
     def forward(

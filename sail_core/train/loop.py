@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from transformers import get_cosine_schedule_with_warmup
 
-from sail_core.config import Config, StageConfig, embedding_width
+from sail_core.config import CRE_TASKS, Config, StageConfig, embedding_width
 from sail_core.losses.gather import world
 from sail_core.losses.infonce import InfoNCELoss
 from sail_core.losses.keys import side_key
@@ -54,6 +54,7 @@ from sail_core.train.hard_negatives import HardNegativePool
 from sail_core.data.pair_data import load_hard_negatives, load_pairs
 from sail_core.data.splits import train_items
 from sail_core.train.aux_losses import AUX_FILE, AuxLosses, extra_patterns
+from sail_core.train.cre import CRE_FILE, CreTasks
 from sail_core.train.patterns import PatternBatch, build_pattern_batch
 from sail_core.train.sampler import StochasticSpecialisationSampler
 from sail_core.train.stage_weights import BALANCE_FILE, stage_weights
@@ -72,7 +73,7 @@ def seed_everything(seed: int) -> None:
 def _check_stage(cfg: Config, stage: StageConfig) -> None:
     """Reject incompatible settings before any work (clear message, names the key)."""
     where = f"train.stages[{stage.name}]"
-    unknown = [d for d in stage.datasets if d not in cfg.datasets]
+    unknown = [d for d in stage.datasets if d not in cfg.datasets and d not in CRE_TASKS]
     if unknown:
         raise ValueError(f"{where}.datasets: unknown {unknown}; configured datasets: {sorted(cfg.datasets)}")
     if not stage.datasets:
@@ -83,7 +84,7 @@ def _check_stage(cfg: Config, stage: StageConfig) -> None:
 
 def _loss_for(cfg: Config, model: OmniEmbedder, init_from: Path | None) -> InfoNCELoss:
     """One temperature per configured dataset; carried over from the previous stage when saved there."""
-    inits = {name: ds.temperature_init for name, ds in cfg.datasets.items()}
+    inits = cfg.temperature_inits()
     saved = Path(init_from) / TEMPERATURES_FILE if init_from else None
     if saved and saved.exists():
         inits.update({k: v for k, v in json.loads(saved.read_text()).items() if k in inits})
@@ -129,6 +130,20 @@ def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBat
     return terms
 
 
+def _pair_step(cfg: Config, name: str, frame, pools: dict, inputs: ItemInputs, data_rng, extras: dict, net, model,
+               loss_fn: InfoNCELoss, modes: dict, size: int, aux: AuxLosses) -> tuple[dict, int]:
+    """A pair dataset's step: pattern batch (with mined negatives when the dataset has a pool) -> loss terms."""
+    negatives = None
+    if name in pools:
+        negatives = pools[name].draw([side_key(r.get("query_item"), r.get("query_text"))
+                                      for r in frame.to_dict("records")])
+    batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True, rng=data_rng,
+                                negatives=negatives, extra_patterns=extras[name])
+    terms = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1,
+                       detach_targets=not cfg.datasets[batch.dataset].target_gradient, aux=aux)
+    return terms, len(batch)
+
+
 def train_stage(
     cfg: Config,
     stage: StageConfig,
@@ -140,6 +155,7 @@ def train_stage(
     cache_dir: Path | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
     negatives_dir: Path | None = None,
+    teacher_dir: Path | None = None,
 ) -> dict:
     """Train one stage and save ``out_dir/model``; returns a summary dict.
 
@@ -159,6 +175,8 @@ def train_stage(
             (the pipeline copies it to the run's workspace, so that a retry on another worker resumes).
         negatives_dir: the folder holding ``hard_negatives/<dataset>.parquet`` (the ``mine`` step's output)
             for a stage with ``hard_negatives``; default ``data_dir``.
+        teacher_dir: the teacher step's folder (``id_embeddings.parquet``) for a stage that lists the CRE
+            tasks ``seq2item`` / ``id2item`` (:mod:`sail_core.train.cre`).
 
     Also logged per step: the auxiliary terms of the step's dataset (``cosent_<dim>_loss``, ``cosent_pairs``,
     ``micl_vision_loss``, ``micl_text_loss``, ``late_fusion_loss``, ``gate_mean``), ``weight.<dataset>`` (the
@@ -182,7 +200,7 @@ def train_stage(
         dist.barrier()
     modes = inputs.collate_modes
     seed_everything(cfg.train.seed)  # again: computing media features may have drawn from torch's RNG
-    pairs = {name: load_pairs(data_dir, name, "train") for name in stage.datasets}
+    pairs = {name: load_pairs(data_dir, name, "train") for name in stage.datasets if name not in CRE_TASKS}
     empty = [n for n, p in pairs.items() if len(p) == 0]
     if empty:
         raise ValueError(f"stage {stage.name!r}: datasets {empty} have no train pairs in {data_dir}/pairs; "
@@ -195,6 +213,13 @@ def train_stage(
                                         stage.hard_negatives, cfg.train.seed + rank)
 
     model = load_initial_model(cfg, init_from)
+    cre = CreTasks(cfg, embedding_width(model.cfg), [n for n in stage.datasets if n in CRE_TASKS])
+    cre_saved = Path(init_from) / CRE_FILE if init_from else None
+    if cre_saved is not None and cre_saved.exists():  # an earlier CRE stage's sequence encoder and projection
+        cre.load_state_dict(torch.load(cre_saved, weights_only=True))
+    if cre.names:
+        pairs.update(cre.prepare(model, inputs, data_dir, teacher_dir, out_dir))
+        seed_everything(cfg.train.seed)
     weights, balance_record = stage_weights(cfg, stage, model, inputs, data_dir, init_from)
     seed_everything(cfg.train.seed)  # balancing may have drawn from torch's RNG
     sampler = StochasticSpecialisationSampler(
@@ -206,8 +231,8 @@ def train_stage(
     aux_saved = Path(init_from) / AUX_FILE if init_from else None
     if aux_saved is not None and aux_saved.exists():  # the previous stage's late-fusion gates
         aux.load_state_dict(torch.load(aux_saved, weights_only=True), strict=False)
-    aux_params = list(aux.parameters())
-    extras = {n: extra_patterns(cfg.datasets[n]) for n in stage.datasets}
+    aux_params = list(aux.parameters()) + (list(cre.parameters()) if cre.names else [])
+    extras = {n: extra_patterns(cfg.datasets[n]) for n in stage.datasets if n not in CRE_TASKS}
     temp_group = {"params": list(loss_fn.parameters()) + aux_params, "weight_decay": 0.0}
     if stage.temperature_lr is not None:
         temp_group["lr"] = stage.temperature_lr
@@ -228,6 +253,8 @@ def train_stage(
         loss_fn.load_state_dict(state["loss"])
         if "aux" in state:
             aux.load_state_dict(state["aux"])
+        if "cre" in state:
+            cre.load_state_dict(state["cre"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
@@ -249,14 +276,12 @@ def train_stage(
     for step in range(start + 1, stage.steps + 1):
         name, rows = sampler.next()
         frame = pairs[name].iloc[rows]
-        negatives = None
-        if name in pools:
-            negatives = pools[name].draw([side_key(r.get("query_item"), r.get("query_text"))
-                                          for r in frame.to_dict("records")])
-        batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True, rng=data_rng,
-                                    negatives=negatives, extra_patterns=extras[name])
-        terms = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1,
-                           detach_targets=not cfg.datasets[batch.dataset].target_gradient, aux=aux)
+        if name in CRE_TASKS:
+            terms = cre.terms(name, frame, net, model, inputs, loss_fn, data_rng, one_forward=size > 1)
+            batch_len = len(frame)
+        else:
+            terms, batch_len = _pair_step(cfg, name, frame, pools, inputs, data_rng, extras, net, model, loss_fn,
+                                          modes, size, aux)
         summed = [v for k, v in terms.items() if k.endswith("_loss")]
         optimizer.zero_grad(set_to_none=True)
         if summed:
@@ -275,7 +300,7 @@ def train_stage(
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        samples += len(batch) * size
+        samples += batch_len * size
 
         record = {"step": step, "dataset": name, "loss": float(loss.detach()), "lr": lr,
                   "grad_norm": float(grad_norm)}
@@ -295,6 +320,7 @@ def train_stage(
         if step % stage.checkpoint_every == 0 and step < stage.steps and lead:
             save_checkpoint(ckpt_dir, step, {
                 "model": model.state_dict(), "loss": loss_fn.state_dict(), "aux": aux.state_dict(),
+                "cre": cre.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                 "pools": {n: p.state_dict() for n, p in pools.items()}, "rng": rng_state(),
@@ -330,8 +356,10 @@ def train_stage(
     if lead:
         model_dir = model.save(out_dir / "model")
         (model_dir / TEMPERATURES_FILE).write_text(json.dumps(loss_fn.temperatures.values(), indent=2))
-        if aux_params:
+        if list(aux.parameters()):
             torch.save(aux.state_dict(), model_dir / AUX_FILE)
+        if cre.names or (cre_saved is not None and cre_saved.exists()):  # carried to later stages and to evaluation
+            torch.save(cre.state_dict(), model_dir / CRE_FILE)
         if balance_record is not None:
             (model_dir / BALANCE_FILE).write_text(json.dumps(balance_record, indent=2))
         write_train_metrics(out_dir, summary, history)

@@ -81,7 +81,7 @@ def compute_balance(cfg: Config, stage: StageConfig, model, inputs: ItemInputs, 
 def stage_weights(cfg: Config, stage: StageConfig, model, inputs: ItemInputs, data_dir: Path,
                   init_from: Path | None) -> tuple[dict[str, float], dict | None]:
     """The sampler's weights for ``stage`` and, when balanced, the record to log and save (``balance.json``)."""
-    configured = _normalised({n: cfg.datasets[n].weight for n in stage.datasets})
+    configured = _normalised({n: cfg.task_weight(n) for n in stage.datasets})
     if not (stage.balance and cfg.train.balance.enabled):
         return configured, None
     saved = Path(init_from) / BALANCE_FILE if init_from else None

@@ -9,11 +9,16 @@ Inputs (per request; ``B`` rows, batched by Triton's dynamic batcher; all option
     TASK    TYPE_STRING [B, 1]   a dataset name (q2i, copair_i2i, ...) or task (i2i, q2i, cls)
     SIDE    TYPE_STRING [B, 1]   "query" or "target" (default: query for text-only rows, target with media)
 An empty element (b"") means "this row has no such modality"; a row with none is an error.
-Output:
-    EMBEDDING  TYPE_FP32 [B, dim]   L2-normalised
+Outputs (the client names the ones it wants):
+    EMBEDDING  TYPE_FP32  [B, dim]  L2-normalised
+    SID        TYPE_INT32 [B, L]    semantic IDs: the residual k-means codes of the row's full-width
+                                    embedding (before Matryoshka truncation) under the version's
+                                    ``sid/codebooks.npz`` (:func:`sail_core.preprocess.semantic_ids.encode`);
+                                    asking for SID from a version without codebooks is an error
+                                    (see ``_outputs`` for a request that names no outputs)
 
-The version folder holds this file, ``embedder.py``, the export folder's files
-and a copy of ``sail_core/preprocess/``. Runs in the Triton runtime environment: numpy<2, onnxruntime, tokenizers, pillow; no torch. A bad
+The version folder holds this file, ``embedder.py``, the export folder's files,
+a copy of ``sail_core/preprocess/`` and, when promoted with them, ``sid/``. Runs in the Triton runtime environment: numpy<2, onnxruntime, tokenizers, pillow; no torch. A bad
 request gets a ``TritonError`` naming the problem; the other requests of the
 same batch are served normally.
 """
@@ -66,9 +71,37 @@ class TritonPythonModel:
 
         self.embedder = OnnxEmbedder(version_dir, providers, threads, device_id)
         self.version = args["model_version"]
+        self.codebooks = None  # semantic-ID codebooks, when the version was promoted with them
+        codebooks = os.path.join(version_dir, "sid", "codebooks.npz")
+        if os.path.exists(codebooks):
+            from sail_core.preprocess.semantic_ids import load_codebooks  # noqa: E402  (the copy in version_dir)
+
+            self.codebooks = load_codebooks(codebooks)
+            width = int(self.codebooks[0].shape[1])
+            if width != self.embedder.hidden_size:
+                raise ValueError(f"{codebooks} holds codebooks of dim {width} but the model embeds at "
+                                 f"{self.embedder.hidden_size}; fit them on this model's catalogue embeddings")
+
+    def _outputs(self, request):
+        """The names of the outputs to answer ``request`` with.
+
+        A request that names no outputs gets all of them (Triton fills every output in),
+        so a version without codebooks answers {EMBEDDING, SID} with EMBEDDING alone, as
+        before SIDs existed; the client, which names both for ``sid=True``, then finds no
+        SID in the answer and says why. A request for SID without EMBEDDING is refused here.
+        """
+        names = set(request.requested_output_names()) or {"EMBEDDING"}
+        if "SID" in names and self.codebooks is None:
+            if "EMBEDDING" in names:
+                return {"EMBEDDING"}
+            raise ValueError(f"the served version {self.version} has no semantic IDs (no sid/codebooks.npz in its "
+                             "folder); promote a version registered with semantic IDs (promote(..., sid_dir=...)) "
+                             "or ask for EMBEDDING only")
+        return names
 
     def _parse(self, request):
-        """(decoded rows, dim) for one request."""
+        """(decoded rows, dim, output names) for one request."""
+        outputs = self._outputs(request)
         dim = self.embedder.check_dim(_dim(request))
         texts = _first(_strings(request, "TEXT", text=True))
         rows = self.embedder.decode(
@@ -79,38 +112,44 @@ class TritonPythonModel:
             tasks=_first(_strings(request, "TASK", text=True)),
             sides=_first(_strings(request, "SIDE", text=True)),
         )
-        return rows, dim
+        return rows, dim, outputs
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        parsed = []  # (index, payload, dim) of the valid requests
+        parsed = []  # (index, payload, dim, output names) of the valid requests
         for i, request in enumerate(requests):
             try:
-                payload, dim = self._parse(request)
-                parsed.append((i, payload, dim))
+                payload, dim, outputs = self._parse(request)
+                parsed.append((i, payload, dim, outputs))
             except (ValueError, UnicodeDecodeError) as err:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(err)))
         if not parsed:
             return responses
         # One engine call for all valid requests of this batch.
-        everything = [x for _, payload, _ in parsed for x in payload]
+        everything = [x for _, payload, _, _ in parsed for x in payload]
         try:
             full = self.embedder.embed_rows(everything)
         except Exception as err:  # noqa: BLE001  (report the engine's failure to every caller)
             message = f"embedding failed in model version {self.version}: {err}"
-            for i, _, _ in parsed:
+            for i, *_ in parsed:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
             return responses
         from embedder import truncate_normalise  # noqa: E402
 
         start = 0
-        for i, payload, dim in parsed:
+        for i, payload, dim, outputs in parsed:
             z = full[start : start + len(payload)]
             start += len(payload)
-            if dim != self.embedder.hidden_size:
-                z = truncate_normalise(z, dim)
-            out = pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(z, dtype=np.float32))
-            responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
+            tensors = []
+            if "SID" in outputs:  # from the full-width embedding, whatever DIM asks
+                from sail_core.preprocess.semantic_ids import encode  # noqa: E402
+
+                tensors.append(pb_utils.Tensor("SID", np.ascontiguousarray(encode(z, self.codebooks), dtype=np.int32)))
+            if "EMBEDDING" in outputs:
+                if dim != self.embedder.hidden_size:
+                    z = truncate_normalise(z, dim)
+                tensors.append(pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(z, dtype=np.float32)))
+            responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
         return responses
 
     def finalize(self):

@@ -1,0 +1,1 @@
+"""Collaboration-aware recommendation enhancement (CRE): the collaborative teacher and the user sequences."""
