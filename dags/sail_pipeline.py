@@ -177,6 +177,21 @@ def sail_pipeline():
 
         return mine_stage()
 
+    @task(task_id="teacher")
+    def teacher() -> dict:
+        """The collaborative teacher (implicit ALS/BPR on train items' events before the cutoff): ID embeddings
+        for the CRE stages, and the evaluation's collaborative neighbours."""
+        from sail_core import pipeline
+
+        return _in_workspace("train", "train.teacher", lambda cfg, ws, ctx: pipeline.teacher(cfg, ws))
+
+    @task
+    def sid() -> dict:
+        """Semantic IDs (residual k-means) of the catalogue index; registered and served with the model."""
+        from sail_core import pipeline
+
+        return _in_workspace("index", "sid", lambda cfg, ws, ctx: pipeline.sid(cfg, ws))
+
     @task
     def index() -> dict:
         """Embed the whole catalogue with the candidate and build its FAISS index (served with the model)."""
@@ -220,11 +235,11 @@ def sail_pipeline():
 
         return _in_workspace("promote", "promote", lambda cfg, ws, ctx: pipeline.promote(cfg, ws=ws))
 
-    with TaskGroup("train", tooltip="one task per training stage named in any profile, in order; a stage with "
-                                    "hard negatives is preceded by its mining task") as train:
-        chain(*[t for name in STAGES for t in ([mine_task(name)] if name in MINING else []) + [train_task(name)]])
+    with TaskGroup("train", tooltip="the collaborative teacher, then one task per training stage named in any "
+                                    "profile, in order; a stage with hard negatives is preceded by its mining task") as train:
+        chain(teacher(), *[t for name in STAGES for t in ([mine_task(name)] if name in MINING else []) + [train_task(name)]])
 
-    chain(check(), ingest(), validate(), version(), train, index(), evaluate(), gate(), export(), register(), promote())
+    chain(check(), ingest(), validate(), version(), train, index(), sid(), evaluate(), gate(), export(), register(), promote())
 
 
 sail_pipeline()

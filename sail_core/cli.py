@@ -238,6 +238,22 @@ def mine(stage: str = typer.Option(..., "--stage", help="the stage (with hard_ne
 
 
 @app.command()
+def teacher():
+    """Fit the collaborative teacher (implicit ALS/BPR) on train items' events before the cutoff into data/teacher."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.teacher, _run(_cfg), _ws()))
+
+
+@app.command()
+def sid():
+    """Fit the semantic IDs (residual k-means, index.sid_sizes) of the catalogue index into models/sid."""
+    from sail_core import pipeline
+
+    _print(_run(pipeline.sid, _run(_cfg), _ws()))
+
+
+@app.command()
 def index():
     """Embed the whole catalogue with the trained model and build its FAISS index (models/index)."""
     from sail_core import pipeline
@@ -334,14 +350,18 @@ def embed(
     frame: list[Path] = typer.Option([], "--frame", help="keyframe image file, in time order (repeatable)"),
     dim: Optional[int] = typer.Option(None, "--dim", help="Matryoshka dimension (default: full)"),
     protocol: str = typer.Option("http", "--protocol", help="http or grpc"),
+    sid: bool = typer.Option(False, "--sid", help="also print the semantic ID Triton computes (one code per level)"),
 ):
-    """Print the embedding Triton returns for any mix of TEXT, --image, --frame and --audio."""
+    """Print the embedding Triton returns for any mix of TEXT, --image, --frame and --audio (and its semantic ID)."""
     from serving import client
 
     cfg = _run(_cfg)
-    vec = _run(client.embed_files, text, image, audio, dim, cfg.serve, protocol, frame or None)
-    typer.echo(json.dumps({"dim": len(vec), "norm": round(float((vec**2).sum() ** 0.5), 6),
-                           "embedding": [round(float(x), 6) for x in vec]}))
+    got = _run(client.embed_files, text, image, audio, dim, cfg.serve, protocol, frame or None, sid=sid)
+    vec, codes = got if sid else (got, None)
+    out = {"dim": len(vec), "norm": round(float((vec**2).sum() ** 0.5), 6)}
+    if codes is not None:
+        out["sid"] = [int(c) for c in codes]
+    typer.echo(json.dumps({**out, "embedding": [round(float(x), 6) for x in vec]}))
 
 
 def _answer(answer) -> dict:

@@ -281,7 +281,7 @@ class Seq2ItemConfig(_Strict):
     """seq2item distillation (sail_core.rec.sequences, sail_core.train.cre): a user's earlier positive items
     pooled by a sequence encoder, InfoNCE against the next positive item, at every Matryoshka dim."""
 
-    weight: float = Field(1.0, gt=0.0, description="sampling weight of the seq2item task in a stage")
+    weight: float = Field(2.0, gt=0.0, description="sampling weight of the seq2item task in a stage")
     temperature_init: float = Field(0.05, gt=0.0, lt=1.0)
     max_length: int = Field(10, ge=1, description="earlier items in a sequence")
     candidates: int = Field(50, ge=1, description="the most recent earlier items a builder selects from")
@@ -462,6 +462,8 @@ class IndexConfig(_Strict):
     hnsw_m: int = Field(32, ge=4, description="hnsw: links per node")
     ef_search: int = Field(128, ge=1, description="hnsw: search breadth")
     batch_size: int = Field(256, ge=1, description="items embedded per batch, streamed to disk")
+    sid_sizes: list[int] = Field(default_factory=lambda: [32, 16, 8], description=(
+        "semantic IDs: codebook size of each residual k-means level (the `sid` step, served by Triton as SID)"))
 
 
 class Config(_Strict):

@@ -35,7 +35,7 @@ from sail_core.features.item_inputs import ItemInputs
 from sail_core.model.omni import build_model, load_model
 
 LOG = logging.getLogger(__name__)
-PER_QUERY, QUERIES = "per_query.parquet", "queries.parquet"
+PER_QUERY, QUERIES, REC_PER_QUERY = "per_query.parquet", "queries.parquet", "rec_per_query.parquet"
 
 
 def baseline_model(cfg: Config):
@@ -113,14 +113,41 @@ def read_per_query(out_dir: Path) -> tuple[dict[str, dict[str, np.ndarray]], pd.
     return per, pd.read_parquet(Path(out_dir) / QUERIES)
 
 
+def _recommendation(cfg: Config, data_dir: Path, catalogue_dir: Path, teacher_dir: Path | None, model_dir: Path,
+                    out_dir: Path) -> dict:
+    """The recommendation metrics of the catalogue index (:mod:`sail_core.eval.recommendation`) as
+    ``eval.<task>.<metric>`` with intervals; per-query values to ``rec_per_query.parquet``, a section in the
+    report and ``recommendation.png``."""
+    from sail_core.eval.recommendation import recommendation_metrics
+    from sail_core.eval.report import recommendation_section
+    from sail_core.index.catalogue import IDS, VECTORS
+
+    ids = (Path(catalogue_dir) / IDS).read_text().split("\n")[:-1]
+    vectors = np.load(Path(catalogue_dir) / VECTORS)
+    per, single = recommendation_metrics(cfg, Path(data_dir), vectors, ids, teacher_dir, model_dir)
+    result = with_intervals(per, "eval")
+    result.update({f"eval.{k}": float(v) for k, v in single.items()})
+    pd.DataFrame([{"metric": m, "query": i, "value": float(x)} for m, v in per.items() for i, x in enumerate(v)]
+                 ).to_parquet(out_dir / REC_PER_QUERY, index=False)
+    recommendation_section(result, out_dir)
+    return result
+
+
+def read_rec_per_query(out_dir: Path) -> dict[str, np.ndarray]:
+    """``{metric: per-query values}`` of the recommendation metrics an evaluation wrote."""
+    frame = pd.read_parquet(Path(out_dir) / REC_PER_QUERY)
+    return {m: g.sort_values("query")["value"].to_numpy() for m, g in frame.groupby("metric", sort=False)}
+
+
 def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, catalogue_dir: Path | None = None,
-             cache_dir: Path | None = None) -> dict:
+             cache_dir: Path | None = None, teacher_dir: Path | None = None) -> dict:
     """Score ``model_dir``, the baseline and the reference on ``data_dir``'s test split.
 
     Returns ``{eval|baseline|reference}.<task>.recall_at_<k>`` (plus ``.dim<d>.`` for i2i/q2i), each with
     ``_ci_low``/``_ci_high``, and ``delta.*`` / ``vs_reference.*`` paired differences. Writes
     ``metrics.json``, ``per_query.parquet``, ``queries.parquet``, ``eval_report.md`` and ``recall.png`` to
-    ``out_dir``. A task the data cannot support is skipped and named in the report and the log.
+    ``out_dir``. With ``catalogue_dir`` also the recommendation metrics of its vectors (``eval.seq2item.*``,
+    ``eval.gid_i2i.*`` with ``teacher_dir``, ``eval.nmi``, ...; ``rec_per_query.parquet``, ``recommendation.png``). A task the data cannot support is skipped and named in the report and the log.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,4 +167,7 @@ def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, catalo
     write_per_query(per, queries, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     write_report(result, out_dir, notes)
+    if catalogue_dir is not None:  # recommendation metrics read the catalogue index: the served vectors
+        result.update(_recommendation(cfg, data_dir, catalogue_dir, teacher_dir, model_dir, out_dir))
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     return result

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+REC_TASKS = ("seq2item", "seq2item_cold", "gid_i2i", "collab", "bijective", "nmi", "nmi_k", "auc")  # eval.<task>...
 _NAME = re.compile(r"^eval\.(?P<task>.+?)\.recall_at_(?P<k>\d+)$")
 
 
@@ -125,3 +126,37 @@ def write_report(metrics: dict, out_dir: Path, notes: list[str] | None = None) -
     fig.savefig(plot)
     plt.close(fig)
     return [report, plot]
+
+
+def recommendation_section(metrics: dict, out_dir: Path) -> Path:
+    """Append the recommendation metrics (``eval.<task>.<metric>`` other than the retrieval table's) to
+    ``eval_report.md`` and plot them to ``recommendation.png``; returns the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    names = sorted(n for n in metrics if n.startswith("eval.") and not n.endswith(("_ci_low", "_ci_high"))
+                   and n.split(".")[1] in REC_TASKS)
+    lines = ["", "## Recommendation metrics", "",
+             "From the catalogue index (the served vectors); definitions in `sail_core/eval/recommendation.py` and "
+             "`sail_core/eval/rec_metrics.py`. 95% bootstrap intervals over queries (NMI: over items).", "",
+             "| metric | value |", "|---|---:|"]
+    lines += [f"| {n[len('eval.'):]} | {_cell(_triple(metrics, n))} |" for n in names]
+    with open(out_dir / "eval_report.md", "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    shown = [n for n in names if f"{n}_ci_low" in metrics]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(shown) + 1.2))
+    values = [metrics[n] for n in shown]
+    err = [[metrics[n] - metrics[f"{n}_ci_low"] for n in shown], [metrics[f"{n}_ci_high"] - metrics[n] for n in shown]]
+    ax.barh(range(len(shown)), values, xerr=err, color="#4c72b0")
+    ax.set_yticks(range(len(shown)), [n[len("eval."):] for n in shown], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("value (95% interval)")
+    ax.set_title("Recommendation metrics of the catalogue index")
+    fig.tight_layout()
+    png = out_dir / "recommendation.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

@@ -12,6 +12,8 @@ from sail_core.pipeline.steps import (  # noqa: F401
     promote,
     register,
     rollback,
+    sid,
+    teacher,
     train,
     train_stage,
     validate,

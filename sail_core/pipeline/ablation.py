@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from sail_core.config import Config, load_config
+from sail_core.config import CRE_TASKS, Config, load_config
 
 console = Console(stderr=True, soft_wrap=True)
 METRICS = ["i2i.recall_at_10", "q2i.recall_at_10"]
@@ -59,9 +59,11 @@ def _datasets(cfg: Config, *, text_only: bool, shared: bool, cosent: bool, micl:
 
 def rows(cfg: Config) -> dict[int, dict]:
     """Row number -> the overrides (dotted keys) that make that row from ``cfg``."""
-    first = cfg.train.stages[0].model_dump(mode="json")
-    total = sum(s.steps for s in cfg.train.stages)
-    mined = next((s for s in cfg.train.stages if s.hard_negatives), None)
+    # the content-aware recipe only: the CRE stages (seq2item / id2item) have their own table (`sail cre-table`)
+    content = [s for s in cfg.train.stages if not any(n in CRE_TASKS for n in s.datasets)]
+    first = content[0].model_dump(mode="json")
+    total = sum(s.steps for s in content)
+    mined = next((s for s in content if s.hard_negatives), None)
     # row 1 keeps the datasets that have a text (or omni) query side; the media-only ones (xmodal) go
     text_sets = [n for n in first["datasets"]
                  if any(p.split("->")[0] in ("text", "omni") for p in cfg.datasets[n].patterns)]
@@ -84,7 +86,7 @@ def rows(cfg: Config) -> dict[int, dict]:
         7: {"train.stages": one_stage(balance=True, hard_negatives=mined.hard_negatives if mined else 2,
                                       hard_negative_datasets=list(mined.hard_negative_datasets) if mined else
                                       [n for n in first["datasets"] if cfg.datasets[n].task != "cls"][:2])},
-        8: {"eval.reference": True},
+        8: {"eval.reference": True, "train.stages": [s.model_dump(mode="json") for s in content]},
     }
     return {r: {**common, **o} for r, o in out.items()}
 

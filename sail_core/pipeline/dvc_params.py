@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from sail_core.config import Config, dump_config
+from sail_core.config import CRE_TASKS, Config, dump_config
 
 RESOLVED_PARAMS = "params.resolved.yaml"
 MODEL_CODE = "sail_core/model"
@@ -34,12 +34,14 @@ def train_stage_names(cfg: Config) -> list[str]:
 
 
 def model_stages(cfg: Config) -> list[str]:
-    """The DVC stages that produce the model outputs: every mining and training stage, index, evaluate, export."""
+    """The DVC stages that produce the model outputs: the teacher, every mining and training stage, index, sid,
+    evaluate, export."""
     mining = [f"mine@{s.name}" for s in cfg.train.stages if s.hard_negatives]
-    return [*mining, *train_stage_names(cfg), "index", "evaluate", "export"]
+    return ["teacher", *mining, *train_stage_names(cfg), "index", "sid", "evaluate", "export"]
 
 
 NO_NEGATIVES = "sail_core/train/hard_negatives.py"  # the dep of a stage without mined negatives: the pool's code
+NO_TEACHER = "sail_core/train/cre.py"  # the dep of a stage without CRE tasks: the CRE code
 
 
 def dvc_section(cfg: Config) -> dict:
@@ -48,7 +50,9 @@ def dvc_section(cfg: Config) -> dict:
     chain, mining, starts_from = {}, {}, MODEL_CODE
     for i, stage in enumerate(cfg.train.stages):
         negatives = f"data/mined/{stage.name}" if stage.hard_negatives else NO_NEGATIVES
-        chain[stage.name] = {"index": i, "starts_from": starts_from, "negatives": negatives}
+        cre = any(n in CRE_TASKS for n in stage.datasets)
+        chain[stage.name] = {"index": i, "starts_from": starts_from, "negatives": negatives,
+                             "teacher": "data/teacher" if cre else NO_TEACHER}
         if stage.hard_negatives:
             mining[stage.name] = {"index": i, "starts_from": starts_from}
         starts_from = f"models/{stage.name}"

@@ -70,16 +70,21 @@ def has_artifact(run_id: str, path: str) -> bool:
     return any(a.path == path for a in client().list_artifacts(run_id))
 
 
-def download_index(model_name: str, version: int, dest: Path) -> Path | None:
-    """Fetch the catalogue index (``index/`` of the version's run, written by the index step); None when the
-    version was registered before indexes existed."""
+def download_artifact_dir(model_name: str, version: int, artifact: str, dest: Path) -> Path | None:
+    """Fetch the folder ``artifact`` of the version's run (``index``, ``sid``); None when it has none."""
     import mlflow
 
     mv = client().get_model_version(model_name, str(version))
-    if not has_artifact(mv.run_id, "index"):
+    if not has_artifact(mv.run_id, artifact):
         return None
     dest.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="index", dst_path=str(dest)))
+    return Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact, dst_path=str(dest)))
+
+
+def download_index(model_name: str, version: int, dest: Path) -> Path | None:
+    """Fetch the catalogue index (``index/`` of the version's run, written by the index step); None when the
+    version was registered before indexes existed."""
+    return download_artifact_dir(model_name, version, "index", dest)
 
 
 def set_champion(model_name: str, version: int) -> int | None:

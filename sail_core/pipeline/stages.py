@@ -26,7 +26,8 @@ import shutil
 
 from rich.console import Console
 
-from sail_core.config import Config, ConfigError, StageConfig
+from sail_core.config import CRE_TASKS, Config, ConfigError, StageConfig
+from sail_core.pipeline.cre_steps import TEACHER
 from sail_core.pipeline.workspace import OUT_TAG, Workspace
 
 console = Console(stderr=True, soft_wrap=True)
@@ -34,6 +35,10 @@ KEY_FILE = "stage.json"
 KEY_TAG = "sail.stage_key."
 CHILD_TAG = "sail.stage_run."
 MINED = "data/mined"
+
+
+def _cre(stage: StageConfig) -> bool:
+    return any(n in CRE_TASKS for n in stage.datasets)
 
 
 def stage_of(cfg: Config, name: str) -> tuple[int, StageConfig]:
@@ -84,6 +89,9 @@ def work_key(cfg: Config, ws: Workspace, kind: str, name: str) -> str:
     }
     if kind == "train" and stage.hard_negatives:
         parts["negatives"] = _folder_hash(ws, mined_path(name))
+    if kind == "train" and _cre(stage):
+        parts["cre"] = cfg.cre.model_dump(mode="json")
+        parts["teacher"] = _folder_hash(ws, TEACHER)
     if parts["data"] == "unversioned":  # a project workspace before `sail version`
         parts["data"] = _folder_hash(ws, "data/validated")
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -237,7 +245,8 @@ def train(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
 
     i, stage = stage_of(cfg, name)
     start = start_model(cfg, i)
-    ws.pull("data/validated", *([start] if start else []), *([mined_path(name)] if stage.hard_negatives else []))
+    ws.pull("data/validated", *([start] if start else []), *([mined_path(name)] if stage.hard_negatives else []),
+            *([TEACHER] if _cre(stage) else []))
     init_from = ws.wd.root / start / "model" if start else None
     if init_from is not None and not init_from.exists():
         raise FileNotFoundError(f"training stage {name!r} starts from {init_from}, which does not exist; "
@@ -265,9 +274,10 @@ def train(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
         mlflow.log_params({k: v for k, v in stage.model_dump(mode="json").items()})
         summary = run_stage(cfg, stage, ws.wd.validated, out, init_from=init_from, log=log,
                             on_checkpoint=lambda folder: ws.save_checkpoints(name, folder),
-                            negatives_dir=ws.wd.root / mined_path(name) if stage.hard_negatives else None)
+                            negatives_dir=ws.wd.root / mined_path(name) if stage.hard_negatives else None,
+                            teacher_dir=ws.wd.root / TEACHER if _cre(stage) else None)
         summary = json.loads(json.dumps(summary, default=str))
-        for f in sorted(out.glob("*.png")) + [out / "train_metrics.json"]:
+        for f in sorted(out.glob("*.png")) + [out / "train_metrics.json", out / "sequences.parquet"]:
             if f.exists():
                 mlflow.log_artifact(str(f), artifact_path="train")
         if summary.get("balance"):

@@ -22,6 +22,8 @@ from rich.console import Console
 from sail_core.config import Config, ConfigError
 from sail_core.paths import home
 from sail_core.pipeline.stages import mined_path
+from sail_core.pipeline.cre_steps import SID, TEACHER
+from sail_core.pipeline.cre_steps import sid, teacher  # noqa: F401 (pipeline steps)
 from sail_core.pipeline.workspace import OUT_TAG, Workspace
 
 console = Console(stderr=True, soft_wrap=True)
@@ -33,8 +35,8 @@ DATA_STAGES = ["ingest", "validate"]
 def outputs(cfg: Config) -> dict[str, list[str]]:
     """The folders each step writes, relative to the workspace (the DVC outs of dvc.yaml)."""
     return {"ingest": ["data/raw"], "validate": ["data/validated", "data/quarantine"],
-            "train": [p for s in cfg.train.stages for p in ([mined_path(s.name)] if s.hard_negatives else [])
-                      + [f"models/{s.name}"]], "index": ["models/index"],
+            "train": [TEACHER] + [p for s in cfg.train.stages for p in ([mined_path(s.name)] if s.hard_negatives else [])
+                                  + [f"models/{s.name}"]], "index": ["models/index", SID],
             "evaluate": ["reports/eval"], "export": ["models/onnx"]}
 
 
@@ -42,24 +44,25 @@ def inputs(cfg: Config) -> dict[str, list[str]]:
     """The folders each step reads (a training stage also reads the stage before it)."""
     final = _final_model(cfg)
     return {"validate": ["data/raw"], "version": ["data/validated"], "train": ["data/validated"],
-            "index": ["data/validated", final], "evaluate": ["data/validated", final, "models/index"],
+            "index": ["data/validated", final], "evaluate": ["data/validated", final, "models/index", TEACHER],
             "gate": ["data/validated", "reports/eval"], "export": [final],
-            "register": ["models/onnx", "models/index", final], "promote": []}
+            "register": ["models/onnx", "models/index", SID, final], "promote": []}
 
 
 def task_names(cfg: Config, steps: list[str]) -> list[str]:
-    """The Airflow tasks that run for ``steps``: ``check``, then each step; train as one task per stage, each
-    stage with hard negatives preceded by its ``mine`` task."""
+    """The Airflow tasks that run for ``steps``: ``check``, then each step; train as the teacher and one task per
+    stage, each stage with hard negatives preceded by its ``mine`` task; index followed by ``sid``."""
     names = ["check"]
     for step in STEPS:
         if step in steps:
-            names += stage_tasks(cfg) if step == "train" else [step]
+            names += stage_tasks(cfg) if step == "train" else ["index", "sid"] if step == "index" else [step]
     return names
 
 
 def stage_tasks(cfg: Config) -> list[str]:
-    """``train.<stage>`` for every stage, ``train.mine_<stage>`` before a stage with hard negatives."""
-    out = []
+    """``train.teacher``, then ``train.<stage>`` for every stage, ``train.mine_<stage>`` before a stage with hard
+    negatives."""
+    out = ["train.teacher"]
     for s in cfg.train.stages:
         out += ([f"train.mine_{s.name}"] if s.hard_negatives else []) + [f"train.{s.name}"]
     return out
@@ -310,11 +313,13 @@ def evaluate(cfg: Config, ws: Workspace) -> dict:
     from sail_core.pipeline import tracking
     from sail_core.pipeline.champion import TRAIN_ITEMS
 
-    ws.pull("data/validated", _final_model(cfg), "models/index")
+    ws.pull("data/validated", _final_model(cfg), "models/index", *([TEACHER] if ws.has_output(TEACHER) else []))
     out = ws.wd.reports / "eval"
     catalogue = ws.wd.root / "models" / "index"
     check_catalogue(catalogue, _final_model_dir(cfg, ws))
-    metrics = run_eval(cfg, _final_model_dir(cfg, ws), ws.wd.validated, out, catalogue_dir=catalogue)
+    teacher_dir = ws.wd.root / TEACHER
+    metrics = run_eval(cfg, _final_model_dir(cfg, ws), ws.wd.validated, out, catalogue_dir=catalogue,
+                       teacher_dir=teacher_dir if teacher_dir.exists() else None)
     train_items = sorted(i for i, s in item_splits(ws.wd.validated).items() if s == "train")
     with tracking.resume_run(ws.mlflow_run_id):
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
@@ -409,6 +414,10 @@ def register(cfg: Config, ws: Workspace, airflow_run_id: str | None = None, comm
     check_catalogue(ws.wd.root / "models" / "index", _final_model_dir(cfg, ws))
     if not registry.has_artifact(run_id, "index"):  # an index this run reused from its base run
         tracking.log_artifacts(run_id, ws.wd.root / "models" / "index", "index")
+    if ws.has_output(SID):
+        ws.pull(SID)
+        if not registry.has_artifact(run_id, "sid"):
+            tracking.log_artifacts(run_id, ws.wd.root / SID, "sid")
     tags = {"git_sha": tracking.git_sha(), "data_hash": data_hash(ws), "airflow_run_id": airflow_run_id or "none",
             "sail_run_id": ws.run_id or "none", "profile": cfg.profile}
     v = registry.register_onnx(run_id, ws.wd.onnx, cfg.registry.mlflow_model, tags)
@@ -458,7 +467,9 @@ def promote(cfg: Config, model_version: int | None = None, ws: Workspace | None 
             if index_dir is None:
                 console.print(f"[yellow]promote[/]: v{model_version} has no catalogue index (registered before the index "
                               "step existed); `sail similar` and `sail search` will refuse while it serves")
-            result = triton_promote.promote(onnx_dir, model_version, cfg.serve, repo, index_dir=index_dir)
+            sid_dir = registry.download_artifact_dir(name, model_version, "sid", Path(tmp) / "sid")
+            result = triton_promote.promote(onnx_dir, model_version, cfg.serve, repo, index_dir=index_dir,
+                                            sid_dir=sid_dir)
         previous = registry.set_champion(name, model_version)
     console.print(f"[green]promote[/]: Triton serves v{model_version}; alias champion -> v{model_version} (was {previous})")
     return {"version": model_version, "previous": previous, **_jsonable(result)}

@@ -165,6 +165,10 @@ class Workspace:
 
         return tracking.run_tags(self.mlflow_run_id).get(OUT_TAG + path)
 
+    def has_output(self, path: str) -> bool:
+        """True when this run has ``path``: recorded on its MLflow run (run workspace), or on disk (project)."""
+        return (self.wd.root / path).exists() if self.is_project else self.output_hash(path) is not None
+
     def pull(self, *paths: str) -> None:
         """Make the local folders ``paths`` (relative to the workspace) hold what this run recorded for them."""
         if self.is_project:
