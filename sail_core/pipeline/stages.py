@@ -80,7 +80,7 @@ def work_key(cfg: Config, ws: Workspace, kind: str, name: str) -> str:
     parts = {
         "kind": kind,
         "stage": stage.model_dump(mode="json"),
-        "datasets": {n: cfg.datasets[n].model_dump(mode="json") for n in stage.datasets},
+        "datasets": {n: cfg.datasets[n].model_dump(mode="json") for n in stage.datasets if n in cfg.datasets},
         "model": cfg.model.model_dump(mode="json"),
         "seed": cfg.train.seed,
         "balance": cfg.train.balance.model_dump(mode="json") if stage.balance else None,
