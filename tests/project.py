@@ -53,7 +53,8 @@ def make_project(root: Path, profile: str = "tiny", overrides: dict | None = Non
 
 
 def two_stage_profile(params: Path, tiny: dict) -> dict:
-    """``tiny`` with two training stages: its own ``stage1``, then ``stage2`` (two steps); base's stage3 dropped."""
+    """``tiny`` with two training stages: its own ``stage1``, then ``stage2`` (two steps); base's stage3 and cre
+    dropped."""
     import copy
 
     from sail_core.config import load_config
@@ -61,7 +62,8 @@ def two_stage_profile(params: Path, tiny: dict) -> dict:
     first = load_config(params, "tiny").train.stages[0].model_dump(mode="json")
     second = {**first, "name": "stage2", "steps": 2, "warmup_steps": 1, "checkpoint_every": 1}
     profile = copy.deepcopy(tiny)
-    profile.setdefault("train", {})["stages"] = [first, second, {"name": "stage3", "drop": True}]
+    profile.setdefault("train", {})["stages"] = [first, second, {"name": "stage3", "drop": True},
+                                                 {"name": "cre", "drop": True}]
     return profile
 
 

@@ -62,8 +62,9 @@ def _states(dr) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
 
 
-TRAIN = ["train.stage1", "train.stage2", "train.mine_stage3", "train.stage3"]
-AFTER_CHECK = ["ingest", "validate", "version", *TRAIN, "index", "evaluate", "gate", "export", "register", "promote"]
+TRAIN = ["train.teacher", "train.stage1", "train.stage2", "train.mine_stage3", "train.stage3", "train.cre"]
+AFTER_CHECK = ["ingest", "validate", "version", *TRAIN, "index", "sid", "evaluate", "gate", "export", "register",
+               "promote"]
 
 
 def test_dag_shape_follows_the_configuration(project):
@@ -153,13 +154,18 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     record = runs.get(cfg, dr.run_id)
     assert record.status == "succeeded" and record.mlflow_run_id == champ.run_id
     assert "sail.failed_task" not in record.tags
-    assert set(record.task_seconds) == {"check", "ingest", "validate", "version", *TRAIN, "index", "evaluate",
+    assert set(record.task_seconds) == {"check", "ingest", "validate", "version", *TRAIN, "index", "sid", "evaluate",
                                         "gate", "export", "register", "promote"}  # each task's wall time
 
     # one nested MLflow run per stage (and one for the mining), with the per-term losses and statistics
     children = {r.data.tags["mlflow.runName"]: r for r in registry.client().search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")}
-    assert set(children) == {"train.stage1", "train.stage2", "mine.stage3", "train.stage3"}
+    assert set(children) == {"teacher.teacher", "train.stage1", "train.stage2", "mine.stage3", "train.stage3",
+                             "train.cre"}
+    assert "recall_at_10" in {k.split(".", 1)[1] for k in children["teacher.teacher"].data.metrics}
+    # the CRE stage trains seq2item and id2item next to copair_i2i (3 steps: which tasks ran is the sampler's
+    # draw, so check the temperatures it logs for every stage dataset)
+    assert {"temperature.seq2item", "temperature.id2item"} <= set(children["train.cre"].data.metrics)
     history = registry.client().get_metric_history(children["train.stage1"].info.run_id, "loss")
     assert [m.step for m in history] == [1, 2, 3, 4]
     logged = set().union(*(children[f"train.stage{i}"].data.metrics for i in (1, 2, 3)))
@@ -311,7 +317,7 @@ def test_contract_breach_stops_at_validation(project, whole_run, demo_data, tmp_
     states = _states(dr)
     assert str(dr.state) == "failed"
     assert states["check"] == "success" and states["ingest"] == "success" and states["validate"] == "failed"
-    for task in ("version", *TRAIN, "index", "evaluate", "gate", "export", "register", "promote"):
+    for task in ("version", *TRAIN, "index", "sid", "evaluate", "gate", "export", "register", "promote"):
         assert states[task] == "upstream_failed", states
     cfg = load_config(project / "params.yaml")
     record = runs.get(cfg, dr.run_id)

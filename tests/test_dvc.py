@@ -89,7 +89,8 @@ def test_a_changed_key_makes_only_the_stages_it_feeds_stale(tmp_path):
 def test_train_stages_follow_the_resolved_configuration(tmp_path):
     root = make_project(tmp_path / "proj", profile=TWO_STAGES, two_stages=True)
     listed = _dvc(root, "stage", "list", "--name-only").stdout.split()
-    assert listed == ["ingest", "validate", "train@stage1", "train@stage2", "index", "evaluate", "export"]
+    assert listed == ["ingest", "validate", "teacher", "train@stage1", "train@stage2", "index", "sid", "evaluate",
+                      "export"]
     edges = _edges(root)
     assert {("validate", "train@stage1"), ("train@stage1", "train@stage2"),
             ("train@stage2", "evaluate"), ("train@stage2", "index"), ("index", "evaluate"),
