@@ -571,9 +571,11 @@ def demo(
     code, run_id = _dag_run(_run_conf(json.dumps({"profile": profile})))
     _after_run(code, run_id)
     cfg = _run(_cfg)
-    vec = _run(client.embed, [query], None, cfg.serve, "http")[0]
+    vectors, codes = _run(client.embed, [query], None, cfg.serve, "http", sid=True)
+    vec = vectors[0]
     h = home()
-    out.print(f"\n[bold green]Triton served[/] {query!r} -> {len(vec)}-d vector, first values {[round(float(x), 4) for x in vec[:6]]}")
+    out.print(f"\n[bold green]Triton served[/] {query!r} -> {len(vec)}-d vector, first values {[round(float(x), 4) for x in vec[:6]]}, "
+              f"semantic ID {'-'.join(str(int(c)) for c in codes[0])}")
     found = _run(catalogue.search, query, 5, cfg.serve)
     out.print(f"[bold green]sail search[/] {query!r} (v{found.version}'s encoder and catalogue index): items "
               + ", ".join(f"{h.item_id} ({h.score:.3f})" for h in found.hits))

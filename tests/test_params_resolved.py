@@ -31,20 +31,23 @@ def test_each_training_stage_starts_from_the_one_before():
     first = cfg.train.stages[0]
     second = first.model_copy(update={"name": "stage2"})
     third = first.model_copy(update={"name": "polish", "hard_negatives": 2, "hard_negative_datasets": ["q2i"]})
-    cfg.train.stages = [first, second, third]
-    no = "sail_core/train/hard_negatives.py"
+    cre = first.model_copy(update={"name": "cre", "datasets": ["seq2item", "id2item", "copair_i2i"]})
+    cfg.train.stages = [first, second, third, cre]
+    no, no_teacher = "sail_core/train/hard_negatives.py", "sail_core/train/cre.py"
     assert dvc_section(cfg) == {
         "profile": "tiny",
         "train_stages": {
-            first.name: {"index": 0, "starts_from": "sail_core/model", "negatives": no},
-            "stage2": {"index": 1, "starts_from": f"models/{first.name}", "negatives": no},
-            "polish": {"index": 2, "starts_from": "models/stage2", "negatives": "data/mined/polish"},
+            first.name: {"index": 0, "starts_from": "sail_core/model", "negatives": no, "teacher": no_teacher},
+            "stage2": {"index": 1, "starts_from": f"models/{first.name}", "negatives": no, "teacher": no_teacher},
+            "polish": {"index": 2, "starts_from": "models/stage2", "negatives": "data/mined/polish",
+                       "teacher": no_teacher},
+            "cre": {"index": 3, "starts_from": "models/polish", "negatives": no, "teacher": "data/teacher"},
         },
         "mine_stages": {"polish": {"index": 2, "starts_from": "models/stage2"}},
-        "final_model": "models/polish",
+        "final_model": "models/cre",
     }
-    assert model_stages(cfg) == ["mine@polish", f"train@{first.name}", "train@stage2", "train@polish", "index",
-                                 "evaluate", "export"]
+    assert model_stages(cfg) == ["teacher", "mine@polish", f"train@{first.name}", "train@stage2", "train@polish",
+                                 "train@cre", "index", "sid", "evaluate", "export"]
 
 
 def test_ingest_tracks_every_data_key_that_changes_its_output():
