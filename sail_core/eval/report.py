@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 REC_TASKS = ("seq2item", "seq2item_cold", "gid_i2i", "collab", "bijective", "nmi", "nmi_k", "auc")  # eval.<task>...
 _NAME = re.compile(r"^eval\.(?P<task>.+?)\.recall_at_(?P<k>\d+)$")
@@ -149,7 +152,8 @@ def recommendation_section(metrics: dict, out_dir: Path) -> Path:
     shown = [n for n in names if f"{n}_ci_low" in metrics]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(shown) + 1.2))
     values = [metrics[n] for n in shown]
-    err = [[metrics[n] - metrics[f"{n}_ci_low"] for n in shown], [metrics[f"{n}_ci_high"] - metrics[n] for n in shown]]
+    err = np.nan_to_num(np.maximum(0.0, [[metrics[n] - metrics[f"{n}_ci_low"] for n in shown],
+                                         [metrics[f"{n}_ci_high"] - metrics[n] for n in shown]]))
     ax.barh(range(len(shown)), values, xerr=err, color="#4c72b0")
     ax.set_yticks(range(len(shown)), [n[len("eval."):] for n in shown], fontsize=8)
     ax.invert_yaxis()
