@@ -50,3 +50,16 @@ def breach_lines(table: str, n: int, quarantined: int, tolerance: float, found: 
                 f"{table}: {quarantined} of {n} rows quarantined ({frac:.1%} > tolerance {tolerance:.1%}); rows moved to {qpath}"
             )
     return lines
+
+
+def derived_table_lines(found: Findings, where: str, row_name=None, shown: int = 5) -> list[str]:
+    """Message lines for a table derived by code (mined negatives, teacher tables): every table-level failure,
+    else the first ``shown`` failing rows (``row_name(row)`` adds e.g. the row's item) and how many more."""
+    lines = [f"{where}: {_col(t.column)}{t.detail}" for t in found.table]
+    if not lines:
+        for row, failures in sorted(found.rows.items())[:shown]:
+            label = f"row {row}" + (f" ({row_name(row)})" if row_name else "")
+            lines += [f"{where} {label}: {_col(f.column)}{f.reason}" for f in failures]
+        if len(found.rows) > shown:
+            lines.append(f"{where}: ... {len(found.rows) - shown} more failing row(s)")
+    return lines

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from data_contracts.breach import ContractBreach
+from data_contracts.breach import ContractBreach, derived_table_lines
 from data_contracts.check import evaluate
 from data_contracts.runner import run_suite
 from data_contracts.suites import load_suite
@@ -28,12 +28,7 @@ def check_hard_negatives(frame: pd.DataFrame, train_item_ids: Iterable[str], whe
     ids = sorted({str(i) for i in train_item_ids})
     outcomes = run_suite(frame, load_suite("hard_negatives"), {TRAIN_ITEM_IDS_PARAM: ids})
     found = evaluate(frame, outcomes, COLUMNS)
-    lines = [f"{where}: column '{t.column}': {t.detail}" if t.column else f"{where}: {t.detail}" for t in found.table]
-    if not lines:
-        for row, failures in sorted(found.rows.items())[:5]:
-            lines += [f"{where} row {row}: column '{f.column}': {f.reason}" for f in failures]
-        if len(found.rows) > 5:
-            lines.append(f"{where}: ... {len(found.rows) - 5} more failing row(s)")
+    lines = derived_table_lines(found, where)
     if lines:
         raise ContractBreach(lines + ["the mine step writes negatives among the train items only, so this is a defect "
                                       "in the miner or a changed item split; nothing was written"])

@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from data_contracts.breach import ContractBreach
+from data_contracts.breach import ContractBreach, derived_table_lines
 from data_contracts.check import evaluate
 from data_contracts.runner import run_suite
 from data_contracts.suites import load_suite
@@ -37,13 +37,7 @@ def check_id_embeddings(frame: pd.DataFrame, item_ids: Iterable[str], dim: int, 
     view = checked_view(frame)
     params = {ITEM_IDS_PARAM: sorted({str(i) for i in item_ids}), DIMS_PARAM: [int(dim)]}
     found = evaluate(view, run_suite(view, load_suite("id_embeddings"), params), COLUMNS)
-    lines = [f"{where}: column '{t.column}': {t.detail}" if t.column else f"{where}: {t.detail}" for t in found.table]
-    if not lines:
-        for row, failures in sorted(found.rows.items())[:5]:
-            lines += [f"{where} row {row} (item {view['item_id'].iloc[row]!r}): column '{f.column}': {f.reason}"
-                      for f in failures]
-        if len(found.rows) > 5:
-            lines.append(f"{where}: ... {len(found.rows) - 5} more failing row(s)")
+    lines = derived_table_lines(found, where, lambda r: f"item {view['item_id'].iloc[r]!r}")
     if lines:
         raise ContractBreach(lines + ["the teacher step derives this table from the validated interactions, so this "
                                       "is a defect in the teacher or a changed item split; nothing was written"])

@@ -71,21 +71,22 @@ def _matrix(users: list[str], items: list[str], pairs: pd.DataFrame) -> sp.csr_m
 
 
 def _fit(t: TeacherConfig, user_items: sp.csr_matrix, seed: int):
-    """An ``implicit`` model fitted on ``user_items`` (CPU, single-threaded for reproducibility)."""
+    """An ``implicit`` model fitted on ``user_items`` (CPU, one thread and one BLAS thread: reproducible, and
+    implicit's own advice)."""
     from threadpoolctl import threadpool_limits
 
-    if t.algorithm == "als":
-        from implicit.cpu.als import AlternatingLeastSquares
+    with threadpool_limits(1, "blas"):
+        if t.algorithm == "als":
+            from implicit.cpu.als import AlternatingLeastSquares
 
-        model = AlternatingLeastSquares(factors=t.factors, regularization=t.regularization, alpha=t.alpha,
-                                        iterations=t.iterations, random_state=seed, num_threads=1)
-    else:
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
+            model = AlternatingLeastSquares(factors=t.factors, regularization=t.regularization, alpha=t.alpha,
+                                            iterations=t.iterations, random_state=seed, num_threads=1)
+        else:
+            from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        model = BayesianPersonalizedRanking(factors=t.factors, learning_rate=t.learning_rate,
-                                            regularization=t.regularization, iterations=t.iterations,
-                                            random_state=seed, num_threads=1)
-    with threadpool_limits(1, "blas"):  # implicit warns (and slows) with a multi-threaded BLAS
+            model = BayesianPersonalizedRanking(factors=t.factors, learning_rate=t.learning_rate,
+                                                regularization=t.regularization, iterations=t.iterations,
+                                                random_state=seed, num_threads=1)
         model.fit(user_items, show_progress=False)
     return model
 
