@@ -602,6 +602,17 @@ def ablate(
                 overrides=State.overrides or None))
 
 
+@app.command("cre-table")
+def cre_table(
+    name: str = typer.Option("demo", "--name", help="the table's name (MLflow tag sail.cre_table); a rerun resumes it"),
+):
+    """CRE's effect (the report's Tables 4 and 5): content-only, + seq2item, + seq2item + ID2item as real pipeline
+    runs, with the teacher, plain MiniLM and the ridge stand-in on the same queries (reports/cre/)."""
+    from sail_core.pipeline.cre_table import cre_table as run_table
+
+    _print(_run(run_table, State.profile, name, overrides=State.overrides or None))
+
+
 @app.command()
 def ui():
     """Start `airflow standalone` and `mlflow ui` on 127.0.0.1 and print their addresses and login."""

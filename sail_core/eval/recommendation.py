@@ -14,7 +14,8 @@ themselves are in :mod:`sail_core.eval.rec_metrics`; here is which queries they 
   excluded); relevant = its 50 nearest items by the evaluation teacher's ID embeddings
   (:func:`sail_core.rec.teacher.fit_eval_teacher`). ``recall_at_50``.
 * ``collab``: on the same queries, ``kendall_tau`` between the teacher's and the embedding's similarities
-  of the 50 teacher neighbours, and ``top10_overlap`` of the two top-10 lists.
+  of the 50 teacher neighbours (0 for a query whose similarities are all equal: no order to agree with),
+  and ``top10_overlap`` of the two top-10 lists.
 * ``bijective``: ``accuracy`` on the test items (query -> top neighbour -> its top neighbour).
 * ``nmi``: k-means of the catalogue (k = the number of distinct first genres) against each item's first
   listed genre (``tags``), with a bootstrap interval over items (one value, not per query).
@@ -98,7 +99,7 @@ def collaborative_metrics(vectors: np.ndarray, ids: list[str], test: list[str], 
     tau = rm.kendall_tau(take(teacher_scores), take(emb_scores))
     t_fin, e_fin = np.where(np.isfinite(teacher_scores), teacher_scores, -1e9), np.where(np.isfinite(emb_scores), emb_scores, -1e9)
     overlap = rm.topk_overlap(t_fin, e_fin, TOP_OVERLAP, exclude=q_t)
-    return {f"gid_i2i.recall_at_{GID_K}": gid, "collab.kendall_tau": tau[np.isfinite(tau)],
+    return {f"gid_i2i.recall_at_{GID_K}": gid, "collab.kendall_tau": np.nan_to_num(tau, nan=0.0),
             f"collab.top{TOP_OVERLAP}_overlap": overlap}
 
 
