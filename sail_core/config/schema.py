@@ -366,9 +366,17 @@ class EvalConfig(_Strict):
         return self
 
 
+REC_METRICS = tuple(
+    [f"{task}.{kind}recall_at_{k}" for task in ("seq2item", "seq2item_cold") for kind in ("", "filtered.")
+     for k in (1, 10, 25)]
+    + ["gid_i2i.recall_at_50", "collab.kendall_tau", "collab.top10_overlap", "bijective.accuracy",
+       "auc.with_embedding", "auc.without_embedding"])   # per-query recommendation metrics (sail_core/eval/recommendation.py)
+
+
 def eval_metric_names(eval_cfg: EvalConfig, model: ModelConfig) -> list[str]:
     """The metric names the evaluate step logs for the candidate: ``eval.<task>.recall_at_<k>``, and for
-    i2i and q2i also ``eval.<task>.dim<d>.recall_at_<k>`` for each Matryoshka dim below the full width."""
+    i2i and q2i also ``eval.<task>.dim<d>.recall_at_<k>`` for each Matryoshka dim below the full width; and the
+    recommendation metrics of its catalogue index (:data:`REC_METRICS`), which the gate can also check."""
     width = embedding_width(model)
     smaller = [d for d in model.matryoshka_dims if d < width]
     names = []
@@ -376,7 +384,7 @@ def eval_metric_names(eval_cfg: EvalConfig, model: ModelConfig) -> list[str]:
         names += [f"eval.{task}.recall_at_{k}" for k in (eval_cfg.label_ks if task == "cls" else eval_cfg.ks)]
         if task in ("i2i", "q2i"):
             names += [f"eval.{task}.dim{d}.recall_at_{k}" for d in smaller for k in eval_cfg.ks]
-    return names
+    return names + [f"eval.{m}" for m in REC_METRICS]
 
 
 GateRule = Literal["beats", "not_worse"]

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from sail_core.config import REFERENCE_TASKS, Config
-from sail_core.eval.embed import EmbeddingStore, ModelEncoder
+from sail_core.eval.embed import EmbeddingStore, ModelEncoder, item_sides
 from sail_core.eval.intervals import paired_differences, with_intervals
 from sail_core.eval.queries import QuerySet, build_queries
 from sail_core.eval.report import write_report
@@ -35,7 +35,7 @@ from sail_core.features.item_inputs import ItemInputs
 from sail_core.model.omni import build_model, load_model
 
 LOG = logging.getLogger(__name__)
-PER_QUERY, QUERIES, REC_PER_QUERY = "per_query.parquet", "queries.parquet", "rec_per_query.parquet"
+PER_QUERY, QUERIES = "per_query.parquet", "queries.parquet"
 
 
 def baseline_model(cfg: Config):
@@ -48,10 +48,15 @@ def model_scores(cfg: Config, model, inputs: ItemInputs, queries: dict[str, list
                  catalogue_dir: Path | None = None) -> dict[str, np.ndarray]:
     """Per-query Recall@k of an omni model; with ``catalogue_dir`` (the index step's folder of this very
     model) its stored catalogue vectors are used instead of embedding the catalogue again."""
+    return score(model_store(cfg, model, inputs, workdir, catalogue_dir), queries)
+
+
+def model_store(cfg: Config, model, inputs: ItemInputs, workdir: Path, catalogue_dir: Path | None = None) -> EmbeddingStore:
+    """An omni model's embedding store (with the index step's catalogue vectors registered when given)."""
     store = EmbeddingStore(ModelEncoder(model, inputs, cfg.eval.batch_size), workdir, block=cfg.eval.batch_size * 4)
     if catalogue_dir is not None:
         _use_catalogue(store, Path(catalogue_dir), list(inputs.items))
-    return score(store, queries)
+    return store
 
 
 def _use_catalogue(store: EmbeddingStore, folder: Path, item_ids: list[str]) -> None:
@@ -65,20 +70,55 @@ def _use_catalogue(store: EmbeddingStore, folder: Path, item_ids: list[str]) -> 
     store.register(f"catalogue:omni:{meta['target_instruction']}", folder / VECTORS)
 
 
+def _has_interactions(data_dir: Path) -> bool:
+    from sail_core.data.io import find_table
+    from sail_core.data.schema import INTERACTIONS
+
+    try:
+        find_table(data_dir, INTERACTIONS)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def score_all(cfg: Config, model, inputs: ItemInputs, data_dir: Path, workdir: Path,
-              catalogue_dir: Path | None = None, notes: list[str] | None = None) -> tuple[dict, dict]:
-    """``({"eval": per-query, "baseline": ..., "reference": ...}, queries)`` on ``data_dir``'s test split."""
+              catalogue_dir: Path | None = None, notes: list[str] | None = None, teacher_dir: Path | None = None,
+              model_dir: Path | None = None, singles: dict | None = None) -> tuple[dict, dict]:
+    """``({"eval": per-query, "baseline": ..., "reference": ...}, queries)`` on ``data_dir``'s test split.
+
+    With ``catalogue_dir`` each model also gets the recommendation metrics of its catalogue vectors
+    (:mod:`sail_core.eval.recommendation`; the candidate's are the index step's, the others' are embedded
+    here), and their single values (NMI, overall AUCs) go to ``singles[model]``."""
     notes = notes if notes is not None else []
     queries = build_queries(cfg, data_dir, inputs, notes)
-    per = {"eval": model_scores(cfg, model, inputs, queries, workdir / "eval", catalogue_dir)}
+    stores = {"eval": model_store(cfg, model, inputs, workdir / "eval", catalogue_dir)}
+    per = {"eval": score(stores["eval"], queries)}
     if cfg.eval.baseline:
-        per["baseline"] = model_scores(cfg, baseline_model(cfg), inputs, queries, workdir / "baseline")
+        stores["baseline"] = model_store(cfg, baseline_model(cfg), inputs, workdir / "baseline")
+        per["baseline"] = score(stores["baseline"], queries)
     if cfg.eval.reference:
         from sail_core.eval.reference import TextReference
 
-        store = EmbeddingStore(TextReference(inputs, cfg.eval.batch_size), workdir / "reference",
-                               block=cfg.eval.batch_size * 4)
-        per["reference"] = score(store, queries, tasks=REFERENCE_TASKS)
+        stores["reference"] = EmbeddingStore(TextReference(inputs, cfg.eval.batch_size), workdir / "reference",
+                                             block=cfg.eval.batch_size * 4)
+        per["reference"] = score(stores["reference"], queries, tasks=REFERENCE_TASKS)
+    if catalogue_dir is not None and not _has_interactions(Path(data_dir)):
+        notes.append("recommendation metrics skipped: the data folder has no interactions table")
+    elif catalogue_dir is not None:
+        from sail_core.eval.catalogue_index import search_dataset
+        from sail_core.eval.recommendation import recommendation_metrics
+
+        ids = list(inputs.items)
+        instruction = cfg.datasets[search_dataset(cfg)].target_instruction
+        for name, store in stores.items():
+            sides = item_sides(ids, "text" if name == "reference" else "omni", "" if name == "reference" else instruction)
+            key = f"catalogue:{sides[0][2]}:{sides[0][3]}"
+            vectors = np.asarray(store.get(key, sides, f"embed catalogue ({name})"))
+            rec, single = recommendation_metrics(cfg, Path(data_dir), vectors, ids, teacher_dir,
+                                                 model_dir if name == "eval" else None)
+            per[name].update(rec)
+            if singles is not None:
+                singles[name] = single
     return per, queries
 
 
@@ -113,32 +153,6 @@ def read_per_query(out_dir: Path) -> tuple[dict[str, dict[str, np.ndarray]], pd.
     return per, pd.read_parquet(Path(out_dir) / QUERIES)
 
 
-def _recommendation(cfg: Config, data_dir: Path, catalogue_dir: Path, teacher_dir: Path | None, model_dir: Path,
-                    out_dir: Path) -> dict:
-    """The recommendation metrics of the catalogue index (:mod:`sail_core.eval.recommendation`) as
-    ``eval.<task>.<metric>`` with intervals; per-query values to ``rec_per_query.parquet``, a section in the
-    report and ``recommendation.png``."""
-    from sail_core.eval.recommendation import recommendation_metrics
-    from sail_core.eval.report import recommendation_section
-    from sail_core.index.catalogue import IDS, VECTORS
-
-    ids = (Path(catalogue_dir) / IDS).read_text().split("\n")[:-1]
-    vectors = np.load(Path(catalogue_dir) / VECTORS)
-    per, single = recommendation_metrics(cfg, Path(data_dir), vectors, ids, teacher_dir, model_dir)
-    result = with_intervals(per, "eval")
-    result.update({f"eval.{k}": float(v) for k, v in single.items()})
-    pd.DataFrame([{"metric": m, "query": i, "value": float(x)} for m, v in per.items() for i, x in enumerate(v)]
-                 ).to_parquet(out_dir / REC_PER_QUERY, index=False)
-    recommendation_section(result, out_dir)
-    return result
-
-
-def read_rec_per_query(out_dir: Path) -> dict[str, np.ndarray]:
-    """``{metric: per-query values}`` of the recommendation metrics an evaluation wrote."""
-    frame = pd.read_parquet(Path(out_dir) / REC_PER_QUERY)
-    return {m: g.sort_values("query")["value"].to_numpy() for m, g in frame.groupby("metric", sort=False)}
-
-
 def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, catalogue_dir: Path | None = None,
              cache_dir: Path | None = None, teacher_dir: Path | None = None) -> dict:
     """Score ``model_dir``, the baseline and the reference on ``data_dir``'s test split.
@@ -146,8 +160,10 @@ def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, catalo
     Returns ``{eval|baseline|reference}.<task>.recall_at_<k>`` (plus ``.dim<d>.`` for i2i/q2i), each with
     ``_ci_low``/``_ci_high``, and ``delta.*`` / ``vs_reference.*`` paired differences. Writes
     ``metrics.json``, ``per_query.parquet``, ``queries.parquet``, ``eval_report.md`` and ``recall.png`` to
-    ``out_dir``. With ``catalogue_dir`` also the recommendation metrics of its vectors (``eval.seq2item.*``,
-    ``eval.gid_i2i.*`` with ``teacher_dir``, ``eval.nmi``, ...; ``rec_per_query.parquet``, ``recommendation.png``). A task the data cannot support is skipped and named in the report and the log.
+    ``out_dir``. With ``catalogue_dir`` also the recommendation metrics of every model's catalogue vectors
+    (``eval.seq2item.*``, ``eval.gid_i2i.*`` with ``teacher_dir``, ``eval.nmi``, ...; per-query values in
+    ``per_query.parquet`` too; ``recommendation.png``). A task the data cannot support is skipped and named in
+    the report and the log.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,18 +172,22 @@ def evaluate(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path, catalo
     model = load_model(model_dir)
     inputs = ItemInputs.from_data_dir(data_dir, model.cfg, cache_dir, feature_threads=cfg.train.feature_threads)
     notes: list[str] = []
+    singles: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="sail-eval-") as work:
-        per, queries = score_all(cfg, model, inputs, Path(data_dir), Path(work), catalogue_dir, notes)
+        per, queries = score_all(cfg, model, inputs, Path(data_dir), Path(work), catalogue_dir, notes,
+                                 teacher_dir=teacher_dir, model_dir=Path(model_dir), singles=singles)
     for note in notes:
         LOG.warning("evaluate: %s", note)
     result = summarise(per)
     result.update({f"eval.{t}.queries": float(sum(len(qs.sides) for qs in sets)) for t, sets in queries.items()})
     result.update({f"eval.{t}.held_out_items": float(len({i for qs in sets for h in qs.held_out for i in h}))
                    for t, sets in queries.items()})
+    result.update({f"{name}.{k}": float(v) for name, single in singles.items() for k, v in single.items()})
     write_per_query(per, queries, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     write_report(result, out_dir, notes)
-    if catalogue_dir is not None:  # recommendation metrics read the catalogue index: the served vectors
-        result.update(_recommendation(cfg, data_dir, catalogue_dir, teacher_dir, model_dir, out_dir))
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    if singles:
+        from sail_core.eval.report import recommendation_section
+
+        recommendation_section(result, out_dir)
     return result

@@ -143,10 +143,19 @@ def recommendation_section(metrics: dict, out_dir: Path) -> Path:
     names = sorted(n for n in metrics if n.startswith("eval.") and not n.endswith(("_ci_low", "_ci_high"))
                    and n.split(".")[1] in REC_TASKS)
     lines = ["", "## Recommendation metrics", "",
-             "From the catalogue index (the served vectors); definitions in `sail_core/eval/recommendation.py` and "
-             "`sail_core/eval/rec_metrics.py`. 95% bootstrap intervals over queries (NMI: over items).", "",
-             "| metric | value |", "|---|---:|"]
-    lines += [f"| {n[len('eval.'):]} | {_cell(_triple(metrics, n))} |" for n in names]
+             "From each model's catalogue vectors (the candidate's: its index, what is served); definitions in "
+             "`sail_core/eval/recommendation.py` and `sail_core/eval/rec_metrics.py`. The Recall@k ones "
+             "(seq2item, seq2item_cold, gid_i2i) are in the table above; 95% bootstrap intervals over queries "
+             "(NMI: over items).", "",
+             "| metric | trained | untrained | trained - untrained | text reference | trained - reference |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for n in names:
+        if _NAME.match(n) or n.endswith("nmi_k"):
+            continue
+        rest = n[len("eval."):]
+        lines.append(f"| {rest} | {_cell(_triple(metrics, n))} | {_cell(_triple(metrics, f'baseline.{rest}'))} "
+                     f"| {_cell(_triple(metrics, f'delta.{rest}'), True)} | {_cell(_triple(metrics, f'reference.{rest}'))} "
+                     f"| {_cell(_triple(metrics, f'vs_reference.{rest}'), True)} |")
     with open(out_dir / "eval_report.md", "a") as fh:
         fh.write("\n".join(lines) + "\n")
     shown = [n for n in names if f"{n}_ci_low" in metrics]

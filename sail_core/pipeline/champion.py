@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sail_core.config import Config
+from sail_core.config import REC_METRICS, Config
 from sail_core.eval.embed import EmbeddingStore, Side
 from sail_core.eval.queries import QuerySet, build_queries
 from sail_core.eval.scoring import query_keys, score
@@ -106,7 +106,24 @@ def rescore(cfg: Config, export_dir: Path, inputs: ItemInputs, data_dir: Path,
         return score(store, queries), query_keys(queries)
 
 
-def compare_with_champion(cfg: Config, champ, data_dir: Path, queries, run_id: str) -> tuple[dict, dict, dict]:
+def _champion_rec(cfg: Config, champ, data_dir: Path, teacher_dir: Path | None, dest: Path) -> dict:
+    import numpy as np
+
+    from sail_core.eval.recommendation import recommendation_metrics
+    from sail_core.index.catalogue import IDS, VECTORS
+    from sail_core.pipeline import registry
+
+    folder = registry.download_index(cfg.registry.mlflow_model, champ.version, dest)
+    if folder is None:
+        raise RuntimeError(f"the gate checks a recommendation metric, and champion v{champ.version} has no catalogue "
+                           "index to score it with (registered before the index step); gate on retrieval metrics "
+                           "until a champion with an index is promoted")
+    ids = (folder / IDS).read_text().split("\n")[:-1]
+    return recommendation_metrics(cfg, data_dir, np.load(folder / VECTORS), ids, teacher_dir, None)[0]
+
+
+def compare_with_champion(cfg: Config, champ, data_dir: Path, queries, run_id: str,
+                          teacher_dir: Path | None = None) -> tuple[dict, dict, dict]:
     """Re-score the champion (a :class:`~sail_core.pipeline.registry.ModelRef`) on this run's test queries of the
     tasks the gate compares.
 
@@ -121,6 +138,9 @@ def compare_with_champion(cfg: Config, champ, data_dir: Path, queries, run_id: s
     with tempfile.TemporaryDirectory(prefix="sail-champion-export-") as tmp:
         export_dir = registry.download_onnx(cfg.registry.mlflow_model, champ.version, Path(tmp))
         per, keys = rescore(cfg, export_dir, inputs, data_dir, gated)
+        rec = {t for t in gated if any(m.startswith(f"{t}.") for m in REC_METRICS)}
+        if rec:  # the champion's recommendation metrics: its registered catalogue vectors, on this run's data
+            per.update(_champion_rec(cfg, champ, data_dir, teacher_dir, Path(tmp) / "catalogue"))
     for task, group in queries[queries["task"].isin(gated)].groupby("task", sort=False):
         if keys.get(task) != group.sort_values("query")["key"].tolist():
             raise RuntimeError(f"the champion was re-scored on other {task} queries than the candidate's; "

@@ -76,12 +76,12 @@ def _run_row(cfg: Config, name: str, row: int, data_run: str | None) -> str:
 
 
 def _per_query(run_id: str) -> dict[str, np.ndarray]:
-    from sail_core.eval.evaluate import read_per_query, read_rec_per_query
+    from sail_core.eval.evaluate import read_per_query
     from sail_core.pipeline import registry
 
     with tempfile.TemporaryDirectory(prefix="sail-cre-") as tmp:
         folder = Path(registry.client().download_artifacts(run_id, "eval", tmp))
-        return {**read_per_query(folder)[0]["eval"], **read_rec_per_query(folder)}
+        return read_per_query(folder)[0]["eval"]
 
 
 def reference_rows(cfg: Config, run_id: str) -> dict[str, dict[str, np.ndarray]]:

@@ -341,7 +341,7 @@ def gate(cfg: Config, ws: Workspace) -> dict:
     from sail_core.pipeline.gating import GateFailed, check_gate
 
     run_id = ws.mlflow_run_id  # first: without a run there is nothing to gate
-    ws.pull("data/validated", "reports/eval")
+    ws.pull("data/validated", "reports/eval", *([TEACHER] if ws.has_output(TEACHER) else []))
     per, queries = read_per_query(ws.wd.reports / "eval")
     if "baseline" not in per:
         raise ConfigError("gate: this run's evaluation did not score the untrained model (eval.baseline: false), "
@@ -349,7 +349,9 @@ def gate(cfg: Config, ws: Workspace) -> dict:
     champ = registry.by_alias(cfg.registry.mlflow_model, registry.CHAMPION)
     overlap = {}
     if champ is not None:
-        reference, keep, overlap = compare_with_champion(cfg, champ, ws.wd.validated, queries, run_id)
+        teacher_dir = ws.wd.root / TEACHER
+        reference, keep, overlap = compare_with_champion(cfg, champ, ws.wd.validated, queries, run_id,
+                                                         teacher_dir if teacher_dir.exists() else None)
         label = f"champion v{champ.version} (re-scored)"
         result = check_gate(per["eval"], reference, cfg.gate.metrics, label, keep, rule=cfg.gate.champion_rule)
     elif cfg.gate.first_reference == "text_reference" and "reference" in per:
