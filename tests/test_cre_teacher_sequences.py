@@ -89,3 +89,37 @@ def test_mean_sequence_encoder_is_the_masked_mean_of_unit_vectors():
     encoder = SequenceEncoder("transformer", 4, 10, layers=1, heads=2)
     out = encoder(torch.randn(2, 3, 4), torch.tensor([[True, True, True], [False, True, True]]))
     assert out.shape == (2, 4) and torch.isfinite(out).all()
+
+
+def test_a_recommendation_metric_can_be_gated_and_an_unknown_one_is_refused():
+    from sail_core.config import ConfigError
+
+    cfg = load_config(profile="tiny", overrides={"gate.metrics": [{"metric": "eval.seq2item.filtered.recall_at_10",
+                                                                    "min_delta": 0.0}]})
+    assert cfg.gate.metrics[0].metric == "eval.seq2item.filtered.recall_at_10"
+    with pytest.raises((ConfigError, ValueError), match="seq2item.recall_at_11"):
+        load_config(profile="tiny", overrides={"gate.metrics": [{"metric": "eval.seq2item.recall_at_11",
+                                                                  "min_delta": 0.0}]})
+
+
+def test_reference_rows_teacher_vectors_and_the_ridge_stand_in(data):
+    from sail_core.eval.cre_reference import TableEncoder, ridge_standin_vectors, teacher_vectors
+
+    cfg = _cfg()
+    built = build_teacher(cfg, data)
+    folder = data / "teacher"
+    folder.mkdir()
+    built["tables"]["id_embeddings"].to_parquet(folder / "id_embeddings.parquet")
+    ids = [f"i{n}" for n in range(10)] + ["h0", "h1"]
+    vectors = teacher_vectors(ids, folder, seed=0)
+    known = dict(zip(built["tables"]["id_embeddings"]["item_id"], built["tables"]["id_embeddings"]["vector"]))
+    for r, i in enumerate(ids):
+        if i in known:
+            np.testing.assert_allclose(vectors[r], known[i])
+    assert np.linalg.norm(vectors[-2:], axis=1).min() > 0   # unseen items: random, never zero
+    text = np.random.default_rng(1).normal(size=(len(ids), 8)).astype(np.float32)
+    standin, meta = ridge_standin_vectors(cfg, data, ids, text, factors=3)
+    assert standin.shape == (len(ids), 8 + meta["factors"])
+    np.testing.assert_allclose(np.linalg.norm(standin, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="free text"):
+        TableEncoder(ids, standin)([(None, "a query", "text", "")])
