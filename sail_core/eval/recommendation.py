@@ -23,8 +23,9 @@ themselves are in :mod:`sail_core.eval.rec_metrics`; here is which queries they 
   rated >= ``data.positive_rating`` after the cutoff, negatives = as many items the user never rated,
   drawn at random; features: log popularity before the cutoff, the user's mean rating before it, the
   share of the user's earlier items with the item's first genre; ``with_embedding`` adds the cosine of
-  the item to the mean of the user's earlier positives. ``auc.without_embedding`` / ``auc.with_embedding``
-  are per-user AUCs (the overall AUCs are logged as ``..._overall``).
+  the item to the mean of the user's earlier positives. Users are split by a CRC32 of their id.
+  ``auc.without_embedding`` / ``auc.with_embedding`` are per-user AUCs (the overall AUCs are logged as
+  ``..._overall``).
 """
 
 from __future__ import annotations
@@ -109,35 +110,45 @@ def _first_genres(items: pd.DataFrame, ids: list[str]) -> np.ndarray:
 
 
 def auc_metrics(cfg: Config, vectors: np.ndarray, ids: list[str], events: Events, genres: np.ndarray) -> tuple[dict, dict]:
+    import zlib
+
     f = events.frame
     where = {i: n for n, i in enumerate(ids)}
-    before = f[~f["after"]]
-    popularity = np.log1p(before["item_id"].map(where).value_counts().reindex(range(len(ids)), fill_value=0).to_numpy())
+    item = f["item_id"].map(where).to_numpy(dtype=float)
+    after, rating = f["after"].to_numpy(), f["rating"].to_numpy()
+    known = ~np.isnan(item)
+    popularity = np.log1p(np.bincount(item[known & ~after].astype(int), minlength=len(ids)))
     rng = np.random.default_rng(cfg.train.seed)
-    rows = []
-    for user, g in f.groupby("user_id", sort=True):
-        b = g[~g["after"]]
-        pos_after = g[g["after"] & (g["rating"] >= cfg.data.positive_rating)]["item_id"].map(where).dropna().astype(int).unique()
-        hist = b[b["rating"] >= cfg.data.positive_rating]["item_id"].map(where).dropna().astype(int).to_numpy()
+    every = np.arange(len(ids))
+    cols = {k: [] for k in ("user", "half", "y", "pop", "mean_rating", "genre_share", "cosine")}
+    for user, rows in f.groupby("user_id", sort=True).indices.items():
+        ok = rows[known[rows]]
+        pos_after = np.unique(item[ok[after[ok] & (rating[ok] >= cfg.data.positive_rating)]].astype(int))
+        before = rows[~after[rows]]
+        hist = item[before[known[before] & (rating[before] >= cfg.data.positive_rating)]].astype(int)
         if not len(pos_after) or not len(hist):
             continue
-        rated = set(g["item_id"].map(where).dropna().astype(int))
-        pool = np.setdiff1d(np.arange(len(ids)), np.fromiter(rated, dtype=np.int64))
+        pool = np.setdiff1d(every, item[ok].astype(int))
         neg = rng.choice(pool, size=min(len(pool), len(pos_after)), replace=False)
+        candidates = np.concatenate([pos_after, neg])
         profile = _normalised(vectors[hist].mean(0, keepdims=True))[0]
-        mean_rating = float(b["rating"].mean())
-        for item, label in [(i, 1) for i in pos_after] + [(i, 0) for i in neg]:
-            rows.append((user, label, popularity[item], mean_rating, float(np.mean(genres[hist] == genres[item])),
-                         float(vectors[item] @ profile)))
-    frame = pd.DataFrame(rows, columns=["user", "y", "pop", "mean_rating", "genre_share", "cosine"])
+        n = len(candidates)
+        cols["user"] += [user] * n
+        cols["half"] += [zlib.crc32(str(user).encode()) % 2] * n
+        cols["y"] += [1] * len(pos_after) + [0] * len(neg)
+        cols["pop"] += list(popularity[candidates])
+        cols["mean_rating"] += [float(rating[before].mean())] * n
+        cols["genre_share"] += list((genres[hist][None, :] == genres[candidates][:, None]).mean(1))
+        cols["cosine"] += list(vectors[candidates] @ profile)
+    frame = pd.DataFrame(cols)
     if frame.empty or frame["user"].nunique() < 4:
         return {}, {}
-    half = frame["user"].map(lambda u: int(pd.util.hash_array(np.asarray([u], dtype=object))[0] % 2)).to_numpy()
+    half = frame["half"].to_numpy()
     per, overall = {}, {}
-    for name, cols in (("without_embedding", ["pop", "mean_rating", "genre_share"]),
-                       ("with_embedding", ["pop", "mean_rating", "genre_share", "cosine"])):
+    for name, use in (("without_embedding", ["pop", "mean_rating", "genre_share"]),
+                      ("with_embedding", ["pop", "mean_rating", "genre_share", "cosine"])):
         train, test = frame[half == 0], frame[half == 1]
-        res = rm.interaction_auc(train[cols].to_numpy(), train["y"].to_numpy(), test[cols].to_numpy(),
+        res = rm.interaction_auc(train[use].to_numpy(), train["y"].to_numpy(), test[use].to_numpy(),
                                  test["y"].to_numpy(), groups_test=test["user"].to_numpy(), seed=cfg.train.seed)
         per[f"auc.{name}"] = np.asarray(res["per_group"], dtype=np.float64)
         overall[f"auc.{name}_overall"] = float(res["auc"])

@@ -121,14 +121,15 @@ def training_sequences(cfg: Config, events: Events, items: list[str], content: n
 def eval_sequences(cfg: Config, events: Events) -> pd.DataFrame:
     """The evaluation rows (``user_id``, ``target_item``, ``items``, ``seen``, ``target_split``); module docstring."""
     f = events.frame
-    positive = f["rating"] >= cfg.data.positive_rating
+    item, after = f["item_id"].to_numpy(dtype=object), f["after"].to_numpy()
+    positive = (f["rating"] >= cfg.data.positive_rating).to_numpy()
     rows = []
-    for user, g in f.groupby("user_id", sort=True):
-        before, after = g[~g["after"]], g[g["after"] & positive.loc[g.index]]
-        history = before[positive.loc[before.index]]["item_id"].tolist()[-cfg.cre.seq2item.max_length:]
-        if after.empty or not history:
+    for user, idx in f.groupby("user_id", sort=True).indices.items():   # idx: the user's rows in time order
+        before, later = idx[~after[idx]], idx[after[idx] & positive[idx]]
+        history = item[before[positive[before]]].tolist()[-cfg.cre.seq2item.max_length:]
+        if not len(later) or not history:
             continue
-        target = str(after["item_id"].iloc[0])
-        rows.append((user, target, history, sorted(set(before["item_id"]) - {target}),
+        target = str(item[later[0]])
+        rows.append((user, target, history, sorted(set(item[before].tolist()) - {target}),
                      events.splits.get(target, "train")))
     return pd.DataFrame(rows, columns=["user_id", "target_item", "items", "seen", "target_split"])
