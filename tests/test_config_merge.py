@@ -33,20 +33,20 @@ def test_tiny_states_only_what_differs_from_base():
 def test_a_new_stage_name_is_appended_whole(tmp_path):
     new = {"name": "polish", "datasets": ["q2i"], "steps": 5, "warmup_steps": 1}
     cfg = load_config(_params(tmp_path, {"train": {"stages": [{"name": "stage1", "steps": 17}, new]}}), "p")
-    assert [s.name for s in cfg.train.stages] == ["stage1", "stage2", "stage3", "polish"]
+    assert [s.name for s in cfg.train.stages] == ["stage1", "stage2", "stage3", "cre", "polish"]
     assert cfg.train.stages[0].steps == 17 and cfg.train.stages[0].media_lr == 1e-3
-    assert cfg.train.stages[3].steps == 5 and cfg.train.stages[3].media_lr is None
+    assert cfg.train.stages[4].steps == 5 and cfg.train.stages[4].media_lr is None
 
 
 def test_an_incomplete_new_stage_is_refused(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(_params(tmp_path, {"train": {"stages": [{"name": "stage9", "steps": 5}]}}), "p")
-    assert "'train.stages.3.datasets': Field required" in str(e.value)
+    assert "'train.stages.4.datasets': Field required" in str(e.value)
 
 
 def test_a_profile_can_drop_a_stage_of_base(tmp_path):
     cfg = load_config(_params(tmp_path, {"train": {"stages": [{"name": "stage3", "drop": True}]}}), "p")
-    assert [s.name for s in cfg.train.stages] == ["stage1", "stage2"]
+    assert [s.name for s in cfg.train.stages] == ["stage1", "stage2", "cre"]
     with pytest.raises(ConfigError, match="`drop: true` removes a stage of base"):
         load_config(_params(tmp_path, {"train": {"stages": [{"name": "nope", "drop": True}]}}), "p")
 

@@ -68,7 +68,7 @@ def test_index_and_yaml_forms_set_what_they_say():
         ("gate.metrics.3.min_delta", "gate.metrics is a list of 3, so the next part must be an index 0..2, got '3'"),
         ("train.stages.0.stepz", "allowed keys at train.stages.0: balance, batch_size, checkpoint_every"),
         ("model.max_length.x", "model.max_length holds the value 32, not keys"),
-        ("nothing", "unknown key 'nothing'; allowed keys at the top level: contracts, data, datasets"),
+        ("nothing", "unknown key 'nothing'; allowed keys at the top level: contracts, cre, data, datasets"),
     ],
 )
 def test_unknown_keys_are_refused_not_created(key, needle):

@@ -74,12 +74,15 @@ def test_dag_shape_follows_the_configuration(project):
     dag = _dag()
     assert [t.task_id for t in dag.tasks if t.task_id.startswith("train.")] == TRAIN
     assert dag.get_task("check").downstream_task_ids == {"ingest"}
-    assert dag.get_task("train.stage1").upstream_task_ids == {"version"}
+    assert dag.get_task("train.teacher").upstream_task_ids == {"version"}
+    assert dag.get_task("train.stage1").upstream_task_ids == {"train.teacher"}
     assert dag.get_task("train.stage2").upstream_task_ids == {"train.stage1"}
     assert dag.get_task("train.mine_stage3").upstream_task_ids == {"train.stage2"}
     assert dag.get_task("train.stage3").upstream_task_ids == {"train.mine_stage3"}
-    assert dag.get_task("index").upstream_task_ids == {"train.stage3"}
-    assert dag.get_task("evaluate").upstream_task_ids == {"index"}
+    assert dag.get_task("train.cre").upstream_task_ids == {"train.stage3"}
+    assert dag.get_task("index").upstream_task_ids == {"train.cre"}
+    assert dag.get_task("sid").upstream_task_ids == {"index"}
+    assert dag.get_task("evaluate").upstream_task_ids == {"sid"}
     # Only profiles that can run every step are offered: `paper` cannot be exported.
     offered = dag.params.get_param("profile").schema["enum"]
     assert offered == runnable_profiles(STEPS) and {"tiny", TWO_STAGES} <= set(offered) and "paper" not in offered
@@ -190,8 +193,9 @@ def test_whole_dag_succeeds_and_serves(project, whole_run):
     saved = Path(registry.client().download_artifacts(champ.run_id, "record"))
     assert yaml.safe_load((saved / "config.resolved.yaml").read_text()) == cfg.model_dump(mode="json")
     outs = {o["path"]: o["md5"] for o in yaml.safe_load((saved / "outputs.dvc").read_text())["outs"]}
-    assert set(outs) == {"data/raw", "data/validated", "data/quarantine", "models/stage1", "models/stage2",
-                         "data/mined/stage3", "models/stage3", "models/index", "reports/eval", "models/onnx"}
+    assert set(outs) == {"data/raw", "data/validated", "data/quarantine", "data/teacher", "models/stage1",
+                         "models/stage2", "data/mined/stage3", "models/stage3", "models/cre", "models/index",
+                         "models/sid", "reports/eval", "models/onnx"}
     assert outs == record.outputs and outs["data/validated"] == mv.tags["data_hash"]
 
 

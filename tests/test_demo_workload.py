@@ -23,7 +23,8 @@ def test_training_workload(demo):
     stages = [(s.name, s.steps, s.batch_size, list(s.datasets), s.balance, s.hard_negatives) for s in demo.train.stages]
     assert stages == [("stage1", 100, 32, ["copair_i2i", "q2i", "cls", "xmodal"], False, 0),
                       ("stage2", 20, 32, ["copair_i2i", "q2i", "xmodal"], True, 0),
-                      ("stage3", 20, 32, ["copair_i2i", "q2i", "xmodal"], True, 2)]
+                      ("stage3", 20, 32, ["copair_i2i", "q2i", "xmodal"], True, 2),
+                      ("cre", 40, 32, ["seq2item", "id2item", "copair_i2i"], False, 0)]
     assert demo.train.stages[2].hard_negative_datasets == ["copair_i2i", "q2i"] and demo.train.balance.enabled
     copair = demo.datasets["copair_i2i"]
     assert (copair.cosent_weight, copair.micl_weight, copair.late_fusion_weight) == (0.1, 0.1, 0.1)

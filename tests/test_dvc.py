@@ -103,12 +103,14 @@ def test_train_stages_follow_the_resolved_configuration(tmp_path):
     assert "models/stage1" in dvc_yaml["deps"] and {"train.stages.1", "model", "datasets", "train.seed"} <= set(
         dvc_yaml["params"][0]["params.resolved.yaml"])
 
-    # Another profile: resolve it, and the train stages are that profile's (three here, the third after mining).
+    # Another profile: resolve it, and the train stages are that profile's (four here, the third after mining,
+    # the fourth the CRE stage, which also reads the teacher).
     _sail(root, "--profile", "tiny", "config", "resolve")
     assert [s for s in _dvc(root, "stage", "list", "--name-only").stdout.split() if s.startswith(("train@", "mine@"))] == [
-        "mine@stage3", "train@stage1", "train@stage2", "train@stage3"]
-    assert {("train@stage2", "mine@stage3"), ("mine@stage3", "train@stage3")} <= _edges(root)
-    assert ("train@stage3", "evaluate") in _edges(root)
+        "mine@stage3", "train@stage1", "train@stage2", "train@stage3", "train@cre"]
+    assert {("train@stage2", "mine@stage3"), ("mine@stage3", "train@stage3"), ("train@stage3", "train@cre"),
+            ("teacher", "train@cre")} <= _edges(root)
+    assert ("train@cre", "evaluate") in _edges(root) and ("teacher", "evaluate") in _edges(root)
 
     # The second stage refuses to start without the first stage's model, and names the fix.
     _sail(root, "config", "resolve")   # back to the project's profile, tiny_two_stages

@@ -92,8 +92,9 @@ def test_overlapping_runs_both_succeed_each_with_its_own_record(two_runs):
     client = MlflowClient()
     for run in two_runs:
         assert run.tags["sail.git_sha"] and run.tags["sail.git_dirty"] in {"true", "false"}
-        assert set(run.outputs) == {"data/raw", "data/validated", "data/quarantine", "models/stage1", "models/stage2",
-                                    "data/mined/stage3", "models/stage3", "models/index", "reports/eval", "models/onnx"}
+        assert set(run.outputs) == {"data/raw", "data/validated", "data/quarantine", "data/teacher", "models/stage1",
+                                    "models/stage2", "data/mined/stage3", "models/stage3", "models/cre", "models/index",
+                                    "models/sid", "reports/eval", "models/onnx"}
         assert set(run.task_seconds) == set(run.tasks) and "promote" in run.tasks
         record = {a.path for a in client.list_artifacts(run.mlflow_run_id, "record")}
         assert record == {"record/config.resolved.yaml", "record/data.dvc", "record/outputs.dvc", "record/train_items.txt"}
