@@ -104,25 +104,11 @@ def _finished(cfg: Config, name: str) -> dict[tuple[int, int], str]:
 def _run_row(cfg: Config, name: str, row: int, seed: int, data_run: str | None) -> str:
     """One row as a pipeline run: on the data of ``data_run`` (an earlier row with the same data), else
     ingested, validated and versioned in this run."""
-    from sail_core import pipeline
-    from sail_core.pipeline import tracking, workspace
+    from sail_core.pipeline.variant_runs import run_variant
 
-    run_id = workspace.new_run_id(f"ablate-{row}-s{seed}")
-    steps = ["train", "index", "evaluate"]
-    if data_run is None:
-        steps = ["ingest", "validate", "version", *steps]
-    with workspace.for_run(cfg, run_id) as ws:
-        pipeline.check(cfg, ws, steps, {TAG: name, f"{TAG}.row": str(row), f"{TAG}.seed": str(seed),
-                                        f"{TAG}.step": NAMES[row], "sail.trigger": "ablate"}, base_run=data_run)
-        if "ingest" in steps:
-            pipeline.ingest(cfg, ws)
-            pipeline.validate(cfg, ws)
-            pipeline.version(cfg, ws)
-        pipeline.train(cfg, ws)
-        pipeline.index(cfg, ws)
-        pipeline.evaluate(cfg, ws)
-        tracking.set_tags(ws.mlflow_run_id, {f"{TAG}.done": "1"})
-        return ws.mlflow_run_id
+    return run_variant(cfg, f"ablate-{row}-s{seed}", {TAG: name, f"{TAG}.row": str(row), f"{TAG}.seed": str(seed),
+                                                       f"{TAG}.step": NAMES[row], "sail.trigger": "ablate"},
+                       f"{TAG}.done", data_run)
 
 
 def _per_query(run_id: str) -> dict[str, dict[str, np.ndarray]]:

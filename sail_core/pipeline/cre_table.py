@@ -54,25 +54,10 @@ def _finished(cfg: Config, name: str) -> dict[int, str]:
 
 
 def _run_row(cfg: Config, name: str, row: int, data_run: str | None) -> str:
-    from sail_core import pipeline
-    from sail_core.pipeline import tracking, workspace
+    from sail_core.pipeline.variant_runs import run_variant
 
-    run_id = workspace.new_run_id(f"cre-{row}")
-    steps = ["train", "index", "evaluate"] if data_run else ["ingest", "validate", "version", "train", "index",
-                                                              "evaluate"]
-    with workspace.for_run(cfg, run_id) as ws:
-        pipeline.check(cfg, ws, steps, {TAG: name, f"{TAG}.row": str(row), f"{TAG}.step": NAMES[row],
-                                        "sail.trigger": "cre-table"}, base_run=data_run)
-        if "ingest" in steps:
-            pipeline.ingest(cfg, ws)
-            pipeline.validate(cfg, ws)
-            pipeline.version(cfg, ws)
-        pipeline.teacher(cfg, ws)
-        pipeline.train(cfg, ws)
-        pipeline.index(cfg, ws)
-        pipeline.evaluate(cfg, ws)
-        tracking.set_tags(ws.mlflow_run_id, {f"{TAG}.done": "1"})
-        return ws.mlflow_run_id
+    return run_variant(cfg, f"cre-{row}", {TAG: name, f"{TAG}.row": str(row), f"{TAG}.step": NAMES[row],
+                                          "sail.trigger": "cre-table"}, f"{TAG}.done", data_run)
 
 
 def _per_query(run_id: str) -> dict[str, np.ndarray]:
