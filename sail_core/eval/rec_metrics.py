@@ -309,11 +309,11 @@ def cluster_nmi(
     ``k`` defaults to the number of distinct labels. ``nmi`` is :func:`nmi` of
     (labels, clusters).
 
-    Interval: 95% basic bootstrap over items (clamped to [0, 1]): ``bootstrap`` resamples of the N
+    Interval: 95% bias-shifted percentile bootstrap over items (clamped to [0, 1]): ``bootstrap`` resamples of the N
     items with replacement (``np.random.default_rng(seed)``), cluster ids kept
-    fixed (no re-clustering); ``ci_low``/``ci_high`` = 2·NMI minus the 97.5th/2.5th
-    percentiles of the resampled NMIs (resampling inflates NMI; this removes the shift), NaN when
-    ``bootstrap`` is 0.
+    fixed (no re-clustering); ``ci_low``/``ci_high`` = the 2.5th/97.5th percentiles of the
+    resampled NMIs shifted by NMI - their mean (resampling inflates NMI; this removes the shift),
+    NaN when ``bootstrap`` is 0.
 
     Returns:
         ``{"nmi": float, "ci_low": float, "ci_high": float, "k": int, "clusters": (N,) int64}``.
@@ -344,10 +344,14 @@ def cluster_nmi(
     rng = np.random.default_rng(seed)
     boots = np.array([nmi(labels[idx], clusters[idx]) for idx in (rng.integers(0, n, n) for _ in range(bootstrap))])
     point = nmi(labels, clusters)
-    # basic bootstrap (2θ - q_hi, 2θ - q_lo): resampling with replacement duplicates items, which biases NMI
-    # upwards (a percentile interval can miss its own point estimate); the basic interval removes that shift
-    q_lo, q_hi = np.percentile(boots, [2.5, 97.5]) if bootstrap > 0 else (np.nan, np.nan)
-    lo, hi = np.clip([2 * point - q_hi, 2 * point - q_lo], 0.0, 1.0) if bootstrap > 0 else (np.nan, np.nan)
+    # bias-shifted percentile interval: resampling with replacement duplicates items, which biases NMI upwards
+    # (a plain percentile interval can miss its own point estimate); the percentiles are shifted by
+    # point - mean(resampled NMIs), which keeps the spread and centres it on the point
+    if bootstrap > 0:
+        shift = point - float(np.mean(boots))
+        lo, hi = np.clip(np.percentile(boots, [2.5, 97.5]) + shift, 0.0, 1.0)
+    else:
+        lo, hi = np.nan, np.nan
     return {"nmi": point, "ci_low": float(lo), "ci_high": float(hi), "k": k, "clusters": clusters}
 
 
