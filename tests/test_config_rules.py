@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sail_core.config import ConfigError, embedding_width, eval_metric_names, load_config
+from sail_core.config import REC_METRICS, ConfigError, embedding_width, eval_metric_names, load_config
 
 
 def _refused(**overrides) -> str:
@@ -21,7 +21,10 @@ def test_gate_metric_names_follow_eval_tasks_ks_and_dims():
     assert "eval.i2i.dim384.recall_at_10" not in names          # the full width has no dim variant
     assert "eval.image2text.dim128.recall_at_10" not in names   # cross-modal tasks log the full dim only
     item_tasks = [t for t in cfg.eval.tasks if t != "cls"]
-    assert len(names) == len(item_tasks) * len(cfg.eval.ks) + 2 * 2 * len(cfg.eval.ks) + len(cfg.eval.label_ks)
+    rec = [n for n in names if n[len("eval."):] in REC_METRICS]   # the recommendation metrics, always offered
+    assert len(rec) == len(REC_METRICS) and "eval.seq2item.filtered.recall_at_10" in rec
+    assert len(names) - len(rec) == (len(item_tasks) * len(cfg.eval.ks) + 2 * 2 * len(cfg.eval.ks)
+                                     + len(cfg.eval.label_ks))
 
 
 def test_gate_metric_with_an_unconfigured_k_is_refused():
