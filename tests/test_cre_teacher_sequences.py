@@ -21,7 +21,8 @@ from sail_core.rec.teacher import build_teacher, positive_events, ranking_metric
 def data(tmp_path):
     """12 items (i0..i9 train, h0 val, h1 test), 30 users each rating 6 items in time order."""
     items = [f"i{n}" for n in range(10)] + ["h0", "h1"]
-    pd.DataFrame({"item_id": items, "title": items}).to_parquet(tmp_path / "items.parquet")
+    tags = ["Drama", "Comedy", "Drama, Romance"] * 4
+    pd.DataFrame({"item_id": items, "title": items, "tags": tags}).to_parquet(tmp_path / "items.parquet")
     rng = np.random.default_rng(0)
     rows = []
     for u in range(30):
@@ -123,3 +124,26 @@ def test_reference_rows_teacher_vectors_and_the_ridge_stand_in(data):
     np.testing.assert_allclose(np.linalg.norm(standin, axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="free text"):
         TableEncoder(ids, standin)([(None, "a query", "text", "")])
+
+
+def test_recommendation_metrics_run_on_catalogue_vectors(data):
+    from sail_core.eval.recommendation import recommendation_metrics
+
+    cfg = _cfg()
+    folder = data / "teacher"
+    folder.mkdir()
+    for name, frame in build_teacher(cfg, data)["tables"].items():
+        frame.to_parquet(folder / f"{name}.parquet")
+    ids = [f"i{n}" for n in range(10)] + ["h0", "h1"]
+    vectors = np.random.default_rng(3).normal(size=(len(ids), 6)).astype(np.float32)
+    per, single = recommendation_metrics(cfg, data, vectors, ids, folder, None)
+    users = positive_events(cfg, data).frame
+    assert len(per["seq2item.recall_at_10"]) == users.loc[users["after"], "user_id"].nunique()
+    for name, values in per.items():
+        assert np.isfinite(values).all(), name
+        if "recall" in name or name == "bijective.accuracy":
+            assert set(np.unique(values)) <= {0.0, 1.0} or name.startswith("gid_i2i"), name
+    # 12 items: every target is in the top 25 of an unfiltered ranking
+    assert per["seq2item.recall_at_25"].min() == 1.0
+    # first listed genres: Drama, Comedy, Drama ("Drama, Romance") -> k = 2
+    assert single["nmi_k"] == 2 and 0.0 <= single["nmi"] <= 1.0

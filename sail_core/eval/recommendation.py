@@ -40,7 +40,7 @@ import torch
 from sail_core.config import Config
 from sail_core.data.io import read_items
 from sail_core.eval import rec_metrics as rm
-from sail_core.rec.sequence_encoder import load_sequence_encoder, pack
+from sail_core.rec.sequence_encoder import SequenceEncoder, load_sequence_encoder, pack
 from sail_core.rec.sequences import eval_sequences
 from sail_core.rec.teacher import EVAL_ID_EMBEDDINGS, Events, positive_events, read_id_embeddings
 
@@ -60,11 +60,12 @@ def seq2item_metrics(cfg: Config, vectors: np.ndarray, ids: list[str], events: E
     rows = rows[rows["target_item"].isin(where) & rows["items"].map(lambda s: all(i in where for i in s))]
     if rows.empty:
         return {}
-    encoder = load_sequence_encoder(cfg, model_dir, vectors.shape[1]) if model_dir else None
+    # the candidate pools with its own sequence encoder (cre.pt); a model without one (untrained, MiniLM) by mean
+    encoder = load_sequence_encoder(cfg, model_dir, vectors.shape[1]) if model_dir else \
+        SequenceEncoder("mean", vectors.shape[1], cfg.cre.seq2item.max_length)
     index, mask = pack([[where[i] for i in s] for s in rows["items"]], cfg.cre.seq2item.max_length)
     with torch.no_grad():
-        table = torch.as_tensor(vectors)
-        pooled = encoder(table[index], mask) if encoder is not None else (table[index] * mask[..., None]).mean(1)
+        pooled = encoder(torch.as_tensor(vectors)[index], mask)
     scores = _normalised(pooled.numpy()) @ vectors.T
     targets = rows["target_item"].map(where).to_numpy()
     seen = [np.asarray([where[i] for i in s if i in where], dtype=np.int64) for s in rows["seen"]]
