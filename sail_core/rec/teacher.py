@@ -110,20 +110,31 @@ class Teacher:
         return _frame(self.items, self.item_factors)
 
 
-def fit_teacher(cfg: Config, events: Events) -> Teacher:
-    """The training teacher: train items' positive events before the cutoff (see the module docstring)."""
+def _training_events(cfg: Config, events: Events) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """``(positive events, users, items)`` the training teacher learns from (module docstring)."""
     f = events.frame
     train = {i for i, s in events.splits.items() if s == "train"}
     pos = f[(f["rating"] >= cfg.data.positive_rating) & ~f["after"] & f["item_id"].isin(train)]
     if pos.empty:
         raise ValueError("the teacher has no positive event of a train item before the time cutoff; check "
                          "data.positive_rating and data.train_time_fraction")
-    users, items = sorted(pos["user_id"].unique()), sorted(pos["item_id"].unique())
-    user_items = _matrix(users, items, pos)
-    model = _fit(cfg.cre.teacher, user_items, cfg.train.seed)
+    return pos, sorted(pos["user_id"].unique()), sorted(pos["item_id"].unique())
+
+
+def seen_matrix(cfg: Config, events: Events) -> sp.csr_matrix:
+    """(users, items) of the training teacher: 1 where the user has any event with the item before the cutoff."""
+    _, users, items = _training_events(cfg, events)
+    f = events.frame
     before = f[~f["after"] & f["item_id"].isin(set(items)) & f["user_id"].isin(set(users))]
+    return _matrix(users, items, before)
+
+
+def fit_teacher(cfg: Config, events: Events) -> Teacher:
+    """The training teacher: train items' positive events before the cutoff (see the module docstring)."""
+    pos, users, items = _training_events(cfg, events)
+    model = _fit(cfg.cre.teacher, _matrix(users, items, pos), cfg.train.seed)
     return Teacher(items, users, np.asarray(model.item_factors, dtype=np.float32),
-                   np.asarray(model.user_factors, dtype=np.float32), _matrix(users, items, before))
+                   np.asarray(model.user_factors, dtype=np.float32), seen_matrix(cfg, events))
 
 
 def fit_eval_teacher(cfg: Config, events: Events) -> pd.DataFrame:

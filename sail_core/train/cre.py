@@ -90,12 +90,12 @@ class CreTasks(nn.Module):
         if "id2item" in self.names:
             tables["id2item"] = pd.DataFrame({"item_id": items})
         if "seq2item" in self.names:
-            from sail_core.rec.teacher import fit_teacher
+            from sail_core.rec.teacher import seen_matrix
 
             events = positive_events(self.cfg, data_dir)
             self.frozen = embed_items(model, inputs, items, self.cfg.cre.instruction)
             self.frozen_index = {i: n for n, i in enumerate(items)}
-            seen = fit_teacher(self.cfg, events).seen if {"collab_single", "collab_multi"} & set(
+            seen = seen_matrix(self.cfg, events) if {"collab_single", "collab_multi"} & set(
                 self.cfg.cre.seq2item.builders) else None
             rows = training_sequences(self.cfg, events, items, self.frozen.numpy(), items, vectors, seen)
             if rows.empty:
