@@ -30,7 +30,6 @@ themselves are in :mod:`sail_core.eval.rec_metrics`; here is which queries they 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,6 @@ from sail_core.rec.sequence_encoder import SequenceEncoder, load_sequence_encode
 from sail_core.rec.sequences import eval_sequences
 from sail_core.rec.teacher import EVAL_ID_EMBEDDINGS, Events, positive_events, read_id_embeddings
 
-LOG = logging.getLogger(__name__)
 SEQ_KS = (1, 10, 25)
 GID_K, TOP_OVERLAP = 50, 10
 

@@ -24,7 +24,6 @@ over ranks by the loop, like the temperatures), checkpointed, and saved beside t
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +35,10 @@ from sail_core.config import Config
 from sail_core.features.embed import embed_samples
 from sail_core.features.item_inputs import ItemInputs
 from sail_core.losses.keys import key_tensor, side_key
-from sail_core.rec.sequence_encoder import CRE_FILE, SequenceEncoder, pack  # noqa: F401 (CRE_FILE: the loop saves it)
+from sail_core.rec.sequence_encoder import SequenceEncoder, pack
 from sail_core.rec.sequences import training_sequences
 from sail_core.rec.teacher import ID_EMBEDDINGS, positive_events, read_id_embeddings
 
-LOG = logging.getLogger(__name__)
 SEQUENCES_FILE = "sequences.parquet"
 
 

@@ -54,7 +54,8 @@ from sail_core.train.hard_negatives import HardNegativePool
 from sail_core.data.pair_data import load_hard_negatives, load_pairs
 from sail_core.data.splits import train_items
 from sail_core.train.aux_losses import AUX_FILE, AuxLosses, extra_patterns
-from sail_core.train.cre import CRE_FILE, CreTasks
+from sail_core.rec.sequence_encoder import CRE_FILE
+from sail_core.train.cre import CreTasks
 from sail_core.train.patterns import PatternBatch, build_pattern_batch
 from sail_core.train.sampler import StochasticSpecialisationSampler
 from sail_core.train.stage_weights import BALANCE_FILE, stage_weights
