@@ -23,6 +23,9 @@ The model's inputs (all optional, any subset): ``TEXT``, ``IMAGE`` (cover
 bytes), ``FRAMES`` (keyframe bytes, ``[-1]`` per row), ``AUDIO`` (WAV bytes),
 ``DIM``, ``TASK``, ``SIDE``; outputs ``EMBEDDING`` and ``SID`` (semantic IDs, ``[-1]``:
 one code per level; only from versions with ``sid/``). See ``backend/model.py``.
+Both configs carry ``serve.limits`` as parameters (``max_text_chars``, ...,
+``max_rows``: null there means ``serve.max_batch_size``), which the backend
+enforces before decoding a request.
 
 ``config.pbtxt`` pins the served versions with ``version_policy: { specific }``,
 so that in explicit model-control mode only the intended version is loaded.
@@ -76,8 +79,10 @@ def model_dir(repo_dir: str | Path, cfg: ServeConfig) -> Path:
     return Path(repo_dir) / cfg.triton_model
 
 
-def _model_config(name: str, versions: list[int], max_batch_size: int, providers: str) -> mc.ModelConfig:
-    """The fields both variants share: python backend, the optional inputs, the outputs, the pinned versions.
+def _model_config(name: str, versions: list[int], max_batch_size: int, providers: str,
+                  limits: dict[str, int | float]) -> mc.ModelConfig:
+    """The fields both variants share: python backend, the optional inputs, the outputs, the pinned versions,
+    and the request limits (``serve.limits``, one string parameter each, read by ``backend/model.py``).
 
     ``SID`` has ``dims: [-1]``: the number of semantic-ID levels is the served version's.
     """
@@ -89,12 +94,14 @@ def _model_config(name: str, versions: list[int], max_batch_size: int, providers
     config.output.add(name="SID", data_type=mc.TYPE_INT32, dims=[-1])
     config.parameters["onnx_providers"].string_value = providers
     config.parameters["intra_op_threads"].string_value = "0"
+    for key, value in limits.items():
+        config.parameters[key].string_value = str(value)
     return config
 
 
 def cpu_config(cfg: ServeConfig, versions: list[int]) -> mc.ModelConfig:
     """The CPU model config: python backend running onnxruntime, dynamic batching, one CPU instance."""
-    config = _model_config(cfg.triton_model, versions, cfg.max_batch_size, "CPUExecutionProvider")
+    config = _model_config(cfg.triton_model, versions, cfg.max_batch_size, "CPUExecutionProvider", cfg.limit_values())
     config.dynamic_batching.max_queue_delay_microseconds = 2000
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     return config
@@ -106,8 +113,9 @@ def gpu_config(cfg: ServeConfig, versions: list[int]) -> mc.ModelConfig:
     Not used on this CPU machine (nothing here can load it); the python-backend
     model reads ``onnx_providers`` and puts onnxruntime on the instance's GPU.
     """
-    config = _model_config(cfg.triton_model, versions, max(cfg.max_batch_size, 256),
-                           "CUDAExecutionProvider,CPUExecutionProvider")
+    batch = max(cfg.max_batch_size, 256)
+    limits = {**cfg.limit_values(), "max_rows": cfg.limits.max_rows or batch}
+    config = _model_config(cfg.triton_model, versions, batch, "CUDAExecutionProvider,CPUExecutionProvider", limits)
     config.dynamic_batching.preferred_batch_size.extend([64, 128])
     config.dynamic_batching.max_queue_delay_microseconds = 1000
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=2, gpus=[0])

@@ -423,6 +423,23 @@ class GateConfig(_Strict):
         return self
 
 
+class ServeLimits(_Strict):
+    """What one request may hold; the backend refuses more before decoding anything
+    (``serving/backend/embedder.py``'s ``Limits`` mirrors these fields and defaults)."""
+
+    max_text_chars: int = Field(20_000, gt=0, description=(
+        "characters of one TEXT entry (the model reads only its first model.max_length tokens)"))
+    max_image_bytes: int = Field(10_000_000, gt=0, description="bytes of one IMAGE or FRAMES entry")
+    max_image_pixels: int = Field(40_000_000, gt=0, description=(
+        "width x height of one IMAGE or FRAMES entry, read from its header before any pixel is decoded"))
+    max_audio_seconds: float = Field(120.0, gt=0, description=(
+        "length of one AUDIO entry, from its WAV header (frames / rate) before any sample is read"))
+    max_frames: int = Field(32, gt=0, description=(
+        "FRAMES entries of one row; up to this many are subsampled to model.inputs.keyframes, more are refused"))
+    max_rows: int | None = Field(None, gt=0, description=(
+        "rows of one request; null = serve.max_batch_size (Triton refuses more than that itself)"))
+
+
 class ServeConfig(_Strict):
     """The local Triton server, and the name the model has in its model repository."""
 
@@ -433,6 +450,22 @@ class ServeConfig(_Strict):
     triton_model: str = Field("sail_embedding", description="the model's name in the Triton model repository")
     max_batch_size: int = Field(64, ge=1)
     startup_timeout_s: float = Field(120.0, gt=0)
+    limits: ServeLimits = ServeLimits()
+
+    @model_validator(mode="after")
+    def _rows_within_batch(self) -> "ServeConfig":
+        rows = self.limits.max_rows
+        if rows is not None and rows > self.max_batch_size:
+            raise ValueError(f"serve.limits.max_rows = {rows} is above serve.max_batch_size = {self.max_batch_size}: "
+                             "Triton refuses a request of more than max_batch_size rows before the model sees it; "
+                             "lower serve.limits.max_rows or raise serve.max_batch_size too")
+        return self
+
+    def limit_values(self) -> dict[str, int | float]:
+        """The request limits with ``max_rows`` resolved (null = ``max_batch_size``): what the backend enforces."""
+        values = self.limits.model_dump()
+        values["max_rows"] = self.limits.max_rows or self.max_batch_size
+        return values
 
 
 class RegistryConfig(_Strict):

@@ -54,15 +54,33 @@ def speech_model_paths() -> tuple[Path, Path]:
     )
 
 
-def read_wav(src: str | PathLike | bytes) -> tuple[np.ndarray, int]:
-    """Decode a PCM WAV (path or bytes) into mono float32 in [-1, 1] and its sample rate."""
+class AudioTooLong(ValueError):
+    """A WAV whose header declares more seconds than allowed; raised before any sample is read."""
+
+    def __init__(self, frames: int, rate: int, limit: float):
+        self.frames, self.rate, self.seconds, self.limit = frames, rate, frames / rate, limit
+        super().__init__(f"the WAV declares {frames:,} frames at {rate} Hz = {frames / rate:.1f} s, "
+                         f"above the limit of {limit:g} s")
+
+
+def read_wav(src: str | PathLike | bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a PCM WAV (path or bytes) into mono float32 in [-1, 1] and its sample rate.
+
+    ``max_seconds``: refuse (:class:`AudioTooLong`) a clip whose header declares more
+    (frames / rate), before reading its samples.
+    """
+    where = "audio bytes" if isinstance(src, (bytes, bytearray)) else str(src)
     try:
         fh = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else open(src, "rb")
         with fh, wave.open(fh, "rb") as w:
-            rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-            raw = w.readframes(w.getnframes())
+            rate, width, channels, frames = w.getframerate(), w.getsampwidth(), w.getnchannels(), w.getnframes()
+            if rate <= 0:
+                raise ValueError(f"{where} declares a sample rate of {rate} Hz; send PCM WAV audio with a real rate "
+                                 "(16000 Hz is what the model uses)")
+            if max_seconds is not None and frames > max_seconds * rate:
+                raise AudioTooLong(frames, rate, max_seconds)
+            raw = w.readframes(frames)
     except (wave.Error, EOFError) as err:
-        where = "audio bytes" if isinstance(src, (bytes, bytearray)) else str(src)
         raise ValueError(f"{where} is not a readable PCM WAV file ({err}); send 16-bit PCM WAV audio") from None
     if width == 2:
         x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0

@@ -16,20 +16,59 @@ import numpy as np
 
 MEAN = 0.5
 STD = 0.5
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
-def load_image(src: str | PathLike | bytes | np.ndarray, size: int) -> np.ndarray:
-    """Decode (path, bytes or HxWx3 uint8 array), resize the short side, centre-crop: (3, size, size) float32."""
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than allowed; raised before any pixel is decoded."""
+
+    def __init__(self, width: int, height: int, limit: int):
+        self.width, self.height, self.limit = width, height, limit
+        super().__init__(f"the image declares {width} x {height} = {width * height:,} pixels, "
+                         f"above the limit of {limit:,}")
+
+
+def _open_header(src: str | PathLike | bytes, max_pixels: int | None):
+    """The image opened lazily (PIL parses the header; no pixel is decoded until ``load``).
+
+    With ``max_pixels``, PNG and JPEG bytes are opened by their PIL plugin class, which skips
+    PIL's own decompression-bomb check: that check refuses above about 179 megapixels without
+    naming the size, and only warns below it, so our limit must come first and name the size.
+    Other formats, and every call without ``max_pixels``, go through ``Image.open`` and its check.
+    """
+    from PIL import Image, JpegImagePlugin, PngImagePlugin
+
+    if max_pixels is not None and isinstance(src, (bytes, bytearray)):
+        head = bytes(src[:8])
+        if head.startswith(PNG_SIGNATURE):
+            return PngImagePlugin.PngImageFile(io.BytesIO(src))
+        if head.startswith(JPEG_SIGNATURE):
+            return JpegImagePlugin.JpegImageFile(io.BytesIO(src))
+    return Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
+
+
+def load_image(src: str | PathLike | bytes | np.ndarray, size: int, max_pixels: int | None = None) -> np.ndarray:
+    """Decode (path, bytes or HxWx3 uint8 array), resize the short side, centre-crop: (3, size, size) float32.
+
+    ``max_pixels``: refuse (:class:`ImageTooLarge`) an image whose header declares more
+    pixels, before decoding any of them (a 20,000 x 20,000 PNG of a few bytes, a PNG bomb).
+    """
     from PIL import Image, UnidentifiedImageError
 
+    where = "image bytes" if isinstance(src, (bytes, bytearray)) else str(src)
     try:
         if isinstance(src, np.ndarray):
             img = Image.fromarray(src.astype(np.uint8))
         else:
-            img = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
+            img = _open_header(src, max_pixels)
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageTooLarge(w, h, max_pixels)
         img = img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        where = "image bytes" if isinstance(src, (bytes, bytearray)) else str(src)
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{where} is refused as a possible decompression bomb ({err}); send a smaller image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{where} is not a decodable image ({err}); send JPEG or PNG") from None
     w, h = img.size
     scale = size / min(w, h)

@@ -21,20 +21,26 @@ both sides run one code. Preprocessing is the training code,
 
 An absent modality of a row is ``None`` or empty (``""`` / ``b""``); a row
 with nothing at all is an error.
+
+:class:`Limits` (``serve.limits`` in ``params.yaml``; Triton passes them as the
+model config's parameters) bound what one request may hold; each is checked
+before anything is decoded: text length, image bytes and declared pixels (from
+the PNG/JPEG header), WAV seconds (from its header), FRAMES entries per row and
+rows per request. A refusal names the entry, the value, the limit and its key.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from sail_core.preprocess.audio import SpeechEmbedder, read_wav
+from sail_core.preprocess.audio import AudioTooLong, SpeechEmbedder, read_wav
 from sail_core.preprocess.export_format import read_export_meta
-from sail_core.preprocess.image import keyframe_indices, load_image
+from sail_core.preprocess.image import ImageTooLarge, keyframe_indices, load_image
 from sail_core.preprocess.instructions import resolve_instruction
 from sail_core.preprocess.feeds import encoder_feeds
 from sail_core.preprocess.segments import SegmentTokenizer
@@ -48,6 +54,46 @@ def truncate_normalise(z: np.ndarray, dim: int) -> np.ndarray:
     """Keep the first ``dim`` components of each row and re-normalise (Matryoshka)."""
     head = np.asarray(z[:, :dim], dtype=np.float32)
     return (head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), NORM_EPS)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold (``serve.limits``; the same fields and defaults as
+    ``sail_core.config.schema.ServeLimits``, which Triton's python runtime cannot import).
+    ``max_rows`` None: no row limit (in process; Triton gets ``serve.max_batch_size``)."""
+
+    max_text_chars: int = 20_000
+    max_image_bytes: int = 10_000_000
+    max_image_pixels: int = 40_000_000
+    max_audio_seconds: float = 120.0
+    max_frames: int = 32
+    max_rows: int | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> "Limits":
+        """From ``serve.limits`` values or the model config's string parameters; absent keys keep their default,
+        a value that is not a positive number is refused naming its key."""
+        out = {}
+        for f in fields(cls):
+            raw = values.get(f.name)
+            if raw is None or raw == "":
+                continue
+            kind = float if f.name == "max_audio_seconds" else int
+            try:
+                value = kind(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"serve.limits.{f.name} = {raw!r} is not a number; set a positive "
+                                 f"{kind.__name__} in params.yaml and promote again") from None
+            if value <= 0:
+                raise ValueError(f"serve.limits.{f.name} = {raw!r} must be positive; fix it in params.yaml "
+                                 "and promote again")
+            out[f.name] = value
+        return cls(**out)
+
+    def refuse(self, where: str, what: str, key: str, fix: str) -> ValueError:
+        """The error for a limit exceeded: the entry, its value, the limit, the key that raises it, the fix."""
+        return ValueError(f"{where} {what}, above the limit serve.limits.{key} = {getattr(self, key):,}; {fix}, "
+                          f"or raise serve.limits.{key} in params.yaml (then promote again)")
 
 
 @dataclass
@@ -112,8 +158,10 @@ class OnnxEmbedder:
     """
 
     def __init__(self, model_dir: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0,
-                 device_id: int = 0):
+                 device_id: int = 0, limits: Limits | Mapping | None = None):
+        """``limits``: a :class:`Limits`, or ``serve.limits`` values (``ServeConfig.limit_values()``); None = defaults."""
         model_dir = Path(model_dir)
+        self.limits = limits if isinstance(limits, Limits) else Limits.from_mapping(limits or {})
         self.meta = m = read_export_meta(model_dir)
         self.hidden_size = int(m.hidden_size)
         self.dims = [int(d) for d in m.matryoshka_dims]
@@ -139,48 +187,97 @@ class OnnxEmbedder:
         return dim
 
     # -- decoding ---------------------------------------------------------------------------
+    def _check_image_bytes(self, data, where: str) -> None:
+        """Refuse an image entry (bytes or a ``Path``, not read) above ``limits.max_image_bytes``."""
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        if size > self.limits.max_image_bytes:
+            raise self.limits.refuse(where, f"is {size:,} bytes", "max_image_bytes",
+                                     "send a smaller image (JPEG or PNG)")
+
     def _image(self, data, where: str) -> np.ndarray:
+        self._check_image_bytes(data, where)
         try:
-            return load_image(_read_path_or_bytes(data), self.image_size)
+            return load_image(_read_path_or_bytes(data), self.image_size, max_pixels=self.limits.max_image_pixels)
+        except ImageTooLarge as err:
+            raise self.limits.refuse(where, f"declares {err.width} x {err.height} = {err.width * err.height:,} pixels",
+                                     "max_image_pixels", f"resize it (the model sees {self.image_size} x "
+                                     f"{self.image_size} pixels)") from None
         except ValueError as err:
             raise ValueError(f"{where}: {_tidy(err)}") from None
 
     def _audio(self, data, where: str) -> np.ndarray:
         try:
-            return self.speech(*read_wav(_read_path_or_bytes(data)))
+            samples, rate = read_wav(data, max_seconds=self.limits.max_audio_seconds)  # a path: read after its header
+        except AudioTooLong as err:
+            raise self.limits.refuse(where, f"lasts {err.seconds:,.1f} s ({err.frames:,} frames at {err.rate} Hz)",
+                                     "max_audio_seconds", "cut the clip") from None
         except ValueError as err:
             raise ValueError(f"{where}: {_tidy(err)}") from None
+        if samples.size == 0:
+            raise ValueError(f"{where}: the WAV holds no samples (0 frames); send a clip with sound, or leave AUDIO "
+                             "empty (b\"\") for a row without audio")
+        try:
+            return self.speech(samples, rate)
+        except ValueError as err:
+            raise ValueError(f"{where}: {_tidy(err)}") from None
+
+    def _check_text(self, text: str, where: str) -> str:
+        if len(text) > self.limits.max_text_chars:
+            raise self.limits.refuse(where, f"has {len(text):,} characters", "max_text_chars",
+                                     f"shorten it (the model reads its first {self.tokenizer.max_text_length} tokens)")
+        return text
+
+    def _shots(self, row_frames, i: int) -> list:
+        """The row's keyframes to decode: all present entries up to ``limits.max_frames``, subsampled uniformly to
+        the model's ``keyframes``; more entries than the limit are refused."""
+        shots = [(j, f) for j, f in enumerate(row_frames or []) if _present(f)]  # (position in the row, bytes)
+        if len(shots) > self.limits.max_frames:
+            raise self.limits.refuse(f"FRAMES[{i}]", f"has {len(shots):,} keyframes", "max_frames",
+                                     f"send at most {self.limits.max_frames} per row (the model samples "
+                                     f"{self.keyframes} of them uniformly over time)")
+        for j, f in shots:  # every entry's size before any is decoded
+            self._check_image_bytes(f, f"FRAMES[{i}][{j}]")
+        return [shots[k] for k in keyframe_indices(len(shots), self.keyframes)]
 
     def decode(self, texts: Sequence | None = None, images: Sequence | None = None,
                frames: Sequence[Sequence] | None = None, audios: Sequence | None = None,
                tasks: Sequence | None = None, sides: Sequence | None = None) -> list[Row]:
-        """Rows from column-wise inputs (one entry per row, ``None``/empty = absent); ValueError names the bad entry."""
+        """Rows from column-wise inputs (one entry per row, ``None``/empty = absent); ValueError names the bad entry.
+
+        Every limit is checked before anything is decoded; then rows are decoded in order.
+        """
         given = {n: v for n, v in zip(MODALITY_INPUTS, (texts, images, frames, audios)) if v is not None}
         if not given:
             raise ValueError("the request has no TEXT, IMAGE, FRAMES or AUDIO: send at least one modality")
         n = len(next(iter(given.values())))
         if n == 0:
             raise ValueError("the request has no rows: send at least one input")
+        if self.limits.max_rows is not None and n > self.limits.max_rows:
+            raise self.limits.refuse("the request", f"has {n:,} rows", "max_rows",
+                                     f"split it into requests of at most {self.limits.max_rows} rows "
+                                     "(serving.client.embed does)")
         texts, images = _column(texts, n, "TEXT"), _column(images, n, "IMAGE")
         frames, audios = _column(frames, n, "FRAMES"), _column(audios, n, "AUDIO")
         tasks, sides = _column(tasks, n, "TASK"), _column(sides, n, "SIDE")
+        texts = [self._check_text(str(t), f"TEXT[{i}]") if _present(t) else None for i, t in enumerate(texts)]
+        for i, image in enumerate(images):
+            if _present(image):
+                self._check_image_bytes(image, f"IMAGE[{i}]")
+        shots = [self._shots(frames[i], i) for i in range(n)]
         rows = []
         for i in range(n):
-            text = str(texts[i]) if _present(texts[i]) else None
-            shots = [f for f in (frames[i] or []) if _present(f)]
-            if len(shots) > self.keyframes:
-                shots = [shots[j] for j in keyframe_indices(len(shots), self.keyframes)]
-            if text is None and not _present(images[i]) and not shots and not _present(audios[i]):
+            text, image, audio = texts[i], images[i], audios[i]
+            if text is None and not _present(image) and not shots[i] and not _present(audio):
                 raise ValueError(f"row {i} is empty: its TEXT, IMAGE, FRAMES and AUDIO are all missing or empty; "
                                  "send at least one modality per row")
-            has_media = _present(images[i]) or bool(shots) or _present(audios[i])
+            has_media = _present(image) or bool(shots[i]) or _present(audio)
             rows.append(Row(
                 instruction=resolve_instruction(self.meta.instructions, self.meta.instruction_defaults,
                                                 tasks[i], sides[i], has_media),
                 text=text,
-                cover=self._image(images[i], f"IMAGE[{i}]") if _present(images[i]) else None,
-                frames=np.stack([self._image(f, f"FRAMES[{i}][{j}]") for j, f in enumerate(shots)]) if shots else None,
-                audio=self._audio(audios[i], f"AUDIO[{i}]") if _present(audios[i]) else None,
+                cover=self._image(image, f"IMAGE[{i}]") if _present(image) else None,
+                frames=np.stack([self._image(f, f"FRAMES[{i}][{j}]") for j, f in shots[i]]) if shots[i] else None,
+                audio=self._audio(audio, f"AUDIO[{i}]") if _present(audio) else None,
             ))
         return rows
 

@@ -20,7 +20,9 @@ Outputs (the client names the ones it wants):
 The version folder holds this file, ``embedder.py``, the export folder's files,
 a copy of ``sail_core/preprocess/`` and, when promoted with them, ``sid/``. Runs in the Triton runtime environment: numpy<2, onnxruntime, tokenizers, pillow; no torch. A bad
 request gets a ``TritonError`` naming the problem; the other requests of the
-same batch are served normally.
+same batch are served normally. The request limits (``serve.limits``: text
+characters, image bytes and pixels, audio seconds, FRAMES per row, rows per
+request) come from the config's parameters and are checked before any decode.
 """
 
 import json
@@ -67,9 +69,10 @@ class TritonPythonModel:
         providers = [p.strip() for p in params.get("onnx_providers", "CPUExecutionProvider").split(",") if p.strip()]
         threads = int(params.get("intra_op_threads", "0") or 0)
         device_id = int(args.get("model_instance_device_id", 0) or 0)
-        from embedder import OnnxEmbedder  # noqa: E402  (lives next to this file)
+        from embedder import Limits, OnnxEmbedder  # noqa: E402  (lives next to this file)
 
-        self.embedder = OnnxEmbedder(version_dir, providers, threads, device_id)
+        # serve.limits, written into config.pbtxt by serving/repository.py (absent: the defaults)
+        self.embedder = OnnxEmbedder(version_dir, providers, threads, device_id, limits=Limits.from_mapping(params))
         self.version = args["model_version"]
         self.codebooks = None  # semantic-ID codebooks, when the version was promoted with them
         codebooks = os.path.join(version_dir, "sid", "codebooks.npz")
@@ -123,6 +126,10 @@ class TritonPythonModel:
                 parsed.append((i, payload, dim, outputs))
             except (ValueError, UnicodeDecodeError) as err:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(err)))
+            except Exception as err:  # noqa: BLE001  (a reader's surprise fails this request only, never the batch)
+                message = (f"the request could not be read by model version {self.version} "
+                           f"({type(err).__name__}: {err}); check its inputs against the model's config.pbtxt")
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
         if not parsed:
             return responses
         # One engine call for all valid requests of this batch.
