@@ -20,6 +20,13 @@ previous version keeps serving), the failed folder is moved to
 ``<repo>/<name>/failed/`` (Triton ignores non-numeric folders), the failure is
 recorded in the history, and :class:`PromotionError` is raised.
 
+A promotion whose process died (killed with the server, machine lost) leaves
+``promote_started`` as the last event of the history, its version folder in the
+repository and maybe ``config.pbtxt`` pinning it. :func:`reconcile` (run by
+``sail serve up`` before loading, and by the next promotion) puts the model folder back
+to the recorded current version: the folder goes to ``failed/``, the config pins the
+current version again, and ``promote_abandoned`` is recorded.
+
 These functions do not touch MLflow: the pipeline sets registry aliases after
 they return.
 """
@@ -27,6 +34,7 @@ they return.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -54,6 +62,17 @@ NORM_TOLERANCE = 1e-3
 
 class PromotionError(RuntimeError):
     """A promotion or rollback failed; the message says which version serves now."""
+
+
+# Test hook (tests/test_fault_promotion.py): a callable ``hook(phase, version_dir)`` run between the phases of
+# ``promote`` ("written": the version folder exists and promote_started is recorded; "loaded": Triton was asked
+# to serve it, the checks have not run), to kill the server or alter files at that exact moment. None otherwise.
+_test_hook = None
+
+
+def _phase(name: str, version_dir: Path) -> None:
+    if _test_hook is not None:
+        _test_hook(name, version_dir)
 
 
 def _connect(cfg: ServeConfig):
@@ -221,6 +240,9 @@ def _quarantine(version_dir: Path) -> Path | None:
     if not version_dir.exists():
         return None
     target = version_dir.parent / "failed" / f"{version_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    n = 1
+    while target.exists():  # two failures of the same version within a second
+        target, n = target.with_name(f"{version_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}-{n}"), n + 1
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(version_dir), str(target))
     return target
@@ -238,8 +260,67 @@ def _restore(client, cfg: ServeConfig, repo_dir: Path, previous: int | None) -> 
         _switch(client, cfg, repo_dir, previous)
         return f"version {previous} keeps serving"
     except Exception as err:  # noqa: BLE001
-        return (f"restoring version {previous} ALSO failed ({err}); check `sail serve status` and the server log, "
-                "then `sail rollback`")
+        return (f"restoring version {previous} ALSO failed ({err}); serving_state.json still records version "
+                f"{previous} as current, so `sail serve up` serves it again if the server went down (see "
+                "`sail serve status` and the server log)")
+
+
+def _alive(pid) -> bool:
+    """Whether another live process has id ``pid`` (a promotion still running there)."""
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:  # a zombie is dead
+        return stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def reconcile(folder: Path, cfg: ServeConfig) -> dict | None:
+    """Put a model folder back to its recorded current version after a promotion that died half-way.
+
+    When the last event of ``serving_state.json`` is ``promote_started`` and the promoting process is gone,
+    that version's folder is moved to ``failed/`` and ``promote_abandoned`` is recorded. Leftover staging
+    folders (``.N.partial``) are removed, and ``config.pbtxt`` is made to pin the current version (or removed
+    when nothing was ever promoted). Does not talk to Triton: run it before loading. Returns what was done,
+    or None when the folder was already consistent.
+    """
+    folder = Path(folder)
+    state = read_state(folder)
+    current, done = state.get("current"), {}
+    for staging in folder.glob(".*.partial"):
+        shutil.rmtree(staging, ignore_errors=True)
+        done.setdefault("removed", []).append(staging.name)
+    last = state["history"][-1] if state.get("history") else {}
+    if last.get("event") == "promote_started" and not _alive(last.get("pid")):
+        version = last.get("version")
+        moved = _quarantine(folder / str(version)) if version is not None and version != current else None
+        record(folder, "promote_abandoned", version=version, current=current, moved_to=str(moved) if moved else None)
+        done.update(abandoned=version, moved_to=str(moved) if moved else None)
+    config = folder / repository.CONFIG
+    cfg = cfg.model_copy(update={"triton_model": folder.name})
+    if current is None:
+        if config.exists() and not state.get("history"):
+            return done or None  # not a promoted model folder (written by hand): leave it alone
+        for name in (repository.CONFIG, repository.GPU_CONFIG):
+            if (folder / name).exists():
+                (folder / name).unlink()
+                done.setdefault("removed", []).append(name)
+    else:
+        try:
+            pinned = list(repository.read_config(config).version_policy.specific.versions)
+        except Exception:  # noqa: BLE001  (missing or unreadable: write it again)
+            pinned = None
+        if pinned != [current]:
+            repository.write_configs(folder.parent, cfg, [current])
+            done["config"] = f"pins version {current} (was {pinned})"
+    return done or None
 
 
 def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str | Path | None = None,
@@ -260,6 +341,8 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
     folder = repository.model_dir(repo_dir, cfg)
     client = _connect(cfg)
     try:
+        if folder.is_dir():
+            reconcile(folder, cfg)  # a promotion that died earlier: its folder to failed/, config to current
         state = read_state(folder)
         previous = state.get("current")
         if previous == version:
@@ -269,12 +352,14 @@ def promote(onnx_dir: str | Path, version: int, cfg: ServeConfig, repo_dir: str 
         index = str(index_dir) if index_dir is not None else None
         sid = str(sid_dir) if sid_dir is not None else None
         record(folder, "promote_started", version=version, previous=previous, source=str(onnx_dir), index=index,
-               sid=sid)
+               sid=sid, pid=os.getpid())
         try:
+            _phase("written", version_dir)
             try:
                 load_seconds = _switch(client, cfg, repo_dir, version)
             except Exception as err:  # noqa: BLE001
                 raise PromotionError(f"Triton could not load version {version}: {err}") from None
+            _phase("loaded", version_dir)
             started = time.perf_counter()
             check = smoke_check(client, cfg, version_dir, version, texts, tolerance)
             check_seconds = time.perf_counter() - started

@@ -6,8 +6,11 @@ metrics to ``cfg.host`` (127.0.0.1 by default). Its pid, ports and log path are
 kept in ``<state_dir>/server.json`` (``state_dir`` defaults to
 ``home().root / "triton"``); the log defaults to ``<state_dir>/tritonserver.log``.
 
-On start, every model in the repository with a ``serving_state.json`` is loaded
-again at its current version, so a restart serves what was promoted.
+On start, every model in the repository with a ``serving_state.json`` is first
+reconciled with it (:func:`serving.promote.reconcile`: a promotion that died
+half-way, with the server or on its own, leaves its version folder in ``failed/``
+and ``config.pbtxt`` pinning the recorded current version again), then loaded
+at its current version, so a restart serves what was last promoted successfully.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class ServerInfo:
     log_file: str
     started_at: str
     loaded: tuple = ()
+    recovered: tuple = ()  # "<model>: <what reconcile did>" for each model folder it repaired on start
 
     @property
     def http_url(self) -> str:
@@ -74,6 +78,7 @@ def _read_info(state_dir: Path | None) -> ServerInfo | None:
     try:
         data = json.loads(path.read_text())
         data["loaded"] = tuple(data.get("loaded", ()))
+        data["recovered"] = tuple(data.get("recovered", ()))
         return ServerInfo(**data)
     except (ValueError, TypeError):
         return None
@@ -127,6 +132,20 @@ def _ready(url: str) -> bool:
         client.close()  # open keep-alive connections would delay the server's shutdown
 
 
+def _reconcile_models(repo_dir: Path, cfg: ServeConfig) -> list[str]:
+    """Reconcile every model folder with its ``serving_state.json`` (before the server reads the configs)."""
+    from serving.promote import reconcile
+    from serving.state import state_path
+
+    done = []
+    for folder in sorted(repo_dir.iterdir()):
+        if folder.is_dir() and state_path(folder).exists():
+            what = reconcile(folder, cfg)
+            if what:
+                done.append(f"{folder.name}: {json.dumps(what)}")
+    return done
+
+
 def _restore_models(info: ServerInfo) -> list[str]:
     """Load each model that has a promoted current version (explicit mode loads nothing by itself)."""
     loaded = []
@@ -174,6 +193,7 @@ def start(repo_dir: str | Path, cfg: ServeConfig, log_file: str | Path | None = 
         raise ServerError(f"port(s) {busy} on {cfg.host} are in use; stop what holds them or set "
                           "serve.http_port / serve.grpc_port / serve.metrics_port in params.yaml")
 
+    recovered = _reconcile_models(repo_dir, cfg)
     runtime = ensure_runtime()
     cmd = [
         str(runtime.binary),
@@ -198,7 +218,7 @@ def start(repo_dir: str | Path, cfg: ServeConfig, log_file: str | Path | None = 
     _children[proc.pid] = proc
     info = ServerInfo(pid=proc.pid, host=cfg.host, http_port=cfg.http_port, grpc_port=cfg.grpc_port,
                       metrics_port=cfg.metrics_port, repo_dir=str(repo_dir), log_file=str(log_file),
-                      started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                      started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), recovered=tuple(recovered))
     deadline = time.monotonic() + cfg.startup_timeout_s
     while not _ready(info.http_url):
         if proc.poll() is not None:
