@@ -20,7 +20,8 @@ A case's fields besides ``what`` and ``expect``:
                  ``png_declared``  ``[w, h]``: a PNG whose header declares that size, with almost no data;
                  ``png_bomb``      ``[w, h]``: a valid grayscale PNG of that size, all zeros: a few hundred kB
                                    that decode to w*h bytes (and three times that as RGB);
-                 ``wav_seconds``   a silent 16-bit mono WAV that long (``wav_rate``, default 16000; 0 = no samples).
+                 ``wav_seconds``   a silent 16-bit mono WAV that long (``wav_rate``, default 16000; 0 = no samples);
+               and optionally ``pad_to_bytes``: zeros appended to that element up to this size (decoders ignore them).
 
 Large inputs are generated here at run time, never committed. The server is started
 once per pytest session by the ``serving_corpus`` fixture (import it with ``from
@@ -95,7 +96,14 @@ def _good_image() -> bytes:
 
 
 def _element(spec: dict, name: str):
-    """The one element that fills an input tensor, from the spec's source key."""
+    """The one element that fills an input tensor, from the spec's source key (and ``pad_to_bytes``)."""
+    element = _source(spec, name)
+    if "pad_to_bytes" in spec:
+        element += b"\x00" * max(0, int(spec["pad_to_bytes"]) - len(element))
+    return element
+
+
+def _source(spec: dict, name: str):
     sources = {"value", "text_chars", "image", "png_declared", "png_bomb", "wav_seconds"} & set(spec)
     if len(sources) != 1:
         raise ValueError(f"input {name}: give exactly one of value, text_chars, image, png_declared, png_bomb, "
@@ -191,7 +199,11 @@ def _still_serving(corpus: dict, protocol: str) -> None:
     from serving.client import embed, make_client
 
     cfg = corpus["cfg"]
-    assert server.status(corpus["state"])["running"], "tritonserver died after the bad request"
+    status = server.status(corpus["state"])
+    assert status["running"], f"tritonserver died after the bad request; see {status.get('log_file')}"
+    log = Path(status["log_file"]).read_text(errors="replace")
+    for sign in ("is not healthy", "Traceback", "Segmentation fault", "core dumped"):
+        assert sign not in log, f"the server log {status['log_file']} shows a crash ({sign!r}) after the bad request"
     client = make_client(cfg, protocol)
     try:
         assert client.is_server_live() and client.is_model_ready(cfg.triton_model, "1"), \
@@ -202,8 +214,11 @@ def _still_serving(corpus: dict, protocol: str) -> None:
     np.testing.assert_allclose(got, corpus["want"], atol=1e-4)
 
 
-def run(case: dict, case_dir: Path, request: pytest.FixtureRequest) -> str:
-    """Send the case's request over each of its protocols; return the first protocol's refusal message."""
+def run(case, case_dir: Path, request: pytest.FixtureRequest) -> str:
+    """Send the case's request over each of its protocols; return the first protocol's refusal message.
+
+    ``case``: the case's fields (a dict, or ``tests.badinput.common.Case`` whose ``spec`` they are)."""
+    case = getattr(case, "spec", case)
     corpus = request.getfixturevalue("serving_corpus")
     protocols = case.get("protocols") or ["http"]
     messages = []
