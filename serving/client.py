@@ -167,7 +167,8 @@ def embed(texts: Sequence[str | None] | None = None, dim: int | None = None, cfg
           images: Sequence[Media] | None = None, audios: Sequence[Media] | None = None,
           frames: Sequence[Sequence[Media] | None] | None = None, task: str | None = None,
           side: str | None = None, sid: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Embed N rows (N, dim or full size) via Triton, in requests of at most ``cfg.max_batch_size`` rows.
+    """Embed N rows (N, dim or full size) via Triton, in requests of at most ``serve.limits.max_rows`` rows
+    (null: ``cfg.max_batch_size``).
 
     Each given list has one entry per row; ``None`` leaves that modality out of
     the row. ``frames`` holds a list of keyframes (bytes or paths) per row.
@@ -183,7 +184,7 @@ def embed(texts: Sequence[str | None] | None = None, dim: int | None = None, cfg
     n = max(len(v) for v in given.values())
     client = make_client(cfg, protocol, timeout)
     try:
-        step = cfg.max_batch_size
+        step = cfg.limit_values()["max_rows"]
         chunks = [infer(client, cfg, protocol, model_version, sid=sid, dim=dim, task=task, side=side,
                         **{k: v[i : i + step] for k, v in given.items()}) for i in range(0, n, step)]
     finally:

@@ -10,6 +10,8 @@ onnxruntime reference on the same bytes).
 A case's fields besides ``what`` and ``expect``:
 
 ``protocols``  ``[http]``, ``[grpc]`` or both; every protocol's message must contain ``expect``.
+``client_rows`` optional: after the refusal, ``serving.client.embed`` sends this many text rows (it splits them
+               into requests of ``serve.limits.max_rows``) and must get every embedding.
 ``inputs``     ``NAME: spec`` for each tensor of the request (``{}`` = a request with no inputs). A spec has
                ``dtype`` (Triton datatype, default ``BYTES``), ``rows`` (default 1), ``per_row`` (entries per
                row, default 1), ``shape`` (default ``[rows, per_row]``) and one source of the element that
@@ -225,6 +227,12 @@ def run(case, case_dir: Path, request: pytest.FixtureRequest) -> str:
     for protocol in protocols:
         messages.append(_refusal(corpus["cfg"], protocol, build_inputs(case, protocol)))
         _still_serving(corpus, protocol)
+    if case.get("client_rows"):
+        from serving.client import embed
+
+        n = int(case["client_rows"])
+        got = embed(texts=[GOOD_TEXT] * n, cfg=corpus["cfg"], protocol=protocols[0])
+        assert got.shape == (n, corpus["want"].shape[1])
     expect = str(case["expect"]).lower()
     for protocol, message in zip(protocols[1:], messages[1:]):
         assert expect in message.lower(), f"over {protocol} the refusal reads {message!r}, not {case['expect']!r}"
