@@ -5,13 +5,19 @@ Layout (see :mod:`sail_core.data.schema`)::
     DIR/items.parquet  DIR/interactions.parquet  DIR/pairs/<dataset>.parquet
 
 Readers return frames in the schema's dtypes; :func:`read_raw` returns a file
-as stored, for the data contracts. Writes are atomic (temporary file, then rename).
+as stored, for the data contracts. Writes are atomic (:func:`atomic_file`: a temporary file
+in the same folder, fsync, then rename), so a failed write (a full disk) leaves the previous file as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -104,15 +110,69 @@ def read_pairs(folder: Path) -> dict[str, pd.DataFrame]:
     }
 
 
-def write_table(df: pd.DataFrame, path: Path) -> Path:
-    """Write ``df`` as parquet at ``path`` atomically (temporary file in the same folder, then rename)."""
+class DiskFullError(OSError):
+    """A write failed for lack of space (ENOSPC, EDQUOT); the message says where and what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err``, or an exception it was raised from or during, is ENOSPC / EDQUOT."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextmanager
+def atomic_file(path: Path, what: str) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file in the same folder, fsynced and renamed over
+    ``path`` when the block ends without error. On any error the temporary file is removed and ``path`` keeps
+    its previous content; a full disk raises :class:`DiskFullError` naming the folder. ``what`` names the file
+    in messages ("table", "checkpoint")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        df.to_parquet(tmp, index=False)
+        with open(tmp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if _disk_full(err):
+            try:
+                free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free now"
+            except OSError:
+                free = "free space unknown"
+            raise DiskFullError(
+                f"disk full: no space left on the disk holding {path.parent} while writing the {what} {path.name} "
+                f"({free}); {path.name} was not changed (its previous version, if any, is intact). Free space on "
+                "that disk (or move the folder to a larger one), then run the step again.") from err
+        raise
+    try:  # the rename itself survives a crash once the folder is synced
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError:
+        pass
+
+
+def write_table(df: pd.DataFrame, path: Path) -> Path:
+    """Write ``df`` as parquet at ``path`` atomically (:func:`atomic_file`); a full disk leaves the previous file
+    and raises :class:`DiskFullError`."""
+    path = Path(path)
+    with atomic_file(path, "table") as handle:
+        df.to_parquet(handle, index=False)
     return path

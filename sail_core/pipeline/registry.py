@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sail_core.pipeline.tracking import configure
+from sail_core.pipeline.tracking import check_store, configure
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -18,10 +18,12 @@ class ModelRef:
     run_id: str
 
 
-def client():
+def client(write: bool = False):
     from mlflow import MlflowClient
 
     configure()
+    if write:
+        check_store()  # a missing or read-only store: a clear error before anything is written
     return MlflowClient()
 
 
@@ -36,11 +38,15 @@ def by_alias(model_name: str, alias: str) -> ModelRef | None:
 
 
 def register_onnx(run_id: str, onnx_dir: Path, model_name: str, tags: dict[str, str]) -> int:
-    """Log the exported ONNX model in ``run_id``, register a version, alias it ``challenger``."""
+    """Log the exported ONNX model in ``run_id``, register a version, alias it ``challenger``.
+
+    Raises :class:`~sail_core.pipeline.tracking.StoreUnavailable` before writing anything when the MLflow store
+    is missing or read-only; running it again once the store is back registers one version."""
     import mlflow
     import onnx
 
     configure()
+    check_store()
     with mlflow.start_run(run_id=run_id):
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_dir / "model.onnx")),
@@ -51,7 +57,7 @@ def register_onnx(run_id: str, onnx_dir: Path, model_name: str, tags: dict[str, 
         )
         mlflow.log_artifacts(str(onnx_dir), artifact_path="onnx")
     mv = mlflow.register_model(info.model_uri, model_name, tags=tags)
-    c = client()
+    c = client(write=True)
     c.set_registered_model_alias(model_name, CHALLENGER, mv.version)
     return int(mv.version)
 
@@ -89,7 +95,7 @@ def download_index(model_name: str, version: int, dest: Path) -> Path | None:
 
 def set_champion(model_name: str, version: int) -> int | None:
     """Alias ``version`` as champion; the old champion becomes ``previous-champion``. Returns the old one."""
-    c = client()
+    c = client(write=True)
     old = by_alias(model_name, CHAMPION)
     if old is not None and old.version != version:
         c.set_registered_model_alias(model_name, PREVIOUS, str(old.version))

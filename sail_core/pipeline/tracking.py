@@ -52,10 +52,59 @@ def configure() -> str:
     return uri
 
 
+class StoreUnavailable(RuntimeError):
+    """The MLflow store under ``SAIL_HOME`` cannot be written: missing, moved, read-only or replaced by a file."""
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may create files in folder ``path`` (or write file ``path``)."""
+    return os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0))
+
+
+def check_store() -> None:
+    """Before a write to the workspace's MLflow store (the default ``sqlite:///SAIL_HOME/mlflow.db`` and the
+    artifacts in ``SAIL_HOME/mlartifacts``): raise :class:`StoreUnavailable`, naming the path and the fix,
+    when the database or the artifact folder is missing while the other shows the store was used, is not a
+    file / folder, or is read-only. Nothing is written when it raises, so the step can simply be run again
+    once the store is back. A store given by ``MLFLOW_TRACKING_URI`` is not checked (its server reports)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    db, artifacts = home().mlflow_db, home().mlflow_artifacts
+    back = "put it back (or fix its permissions), then run the same step again"
+    if db.exists() and not db.is_file():
+        raise StoreUnavailable(f"the MLflow tracking database {db} is not a file; move what is there away and "
+                               f"restore the database, then run the same step again")
+    if artifacts.exists() and not artifacts.is_dir():
+        raise StoreUnavailable(f"the MLflow artifact store {artifacts} is not a folder (a file is in its place); "
+                               f"move that file away and restore the folder, then run the same step again")
+    for path, what in ((db, "tracking database"), (db.parent, "folder of the tracking database"),
+                       (artifacts, "artifact store")):
+        if path.exists() and not _writable(path):
+            raise StoreUnavailable(f"the MLflow {what} {path} is read-only; make it writable "
+                                   f"(chmod u+w {path}, or remount its disk read-write), then run the same step again")
+    if not db.exists() and artifacts.is_dir():  # the artifact folder is made after the database, with the experiment
+        raise StoreUnavailable(f"the MLflow tracking database {db} is missing while its artifact store {artifacts} is "
+                               f"there (moved away, or its disk not mounted?); {back}. To start an empty store "
+                               f"instead, move {artifacts} away too.")
+    if db.exists() and not artifacts.exists() and _artifacts_in_use(artifacts):
+        raise StoreUnavailable(f"the MLflow artifact store {artifacts} is missing (moved away, or its disk not "
+                               f"mounted?) while the tracking database {db} has experiments that keep their artifacts "
+                               f"there; {back}")
+
+
+def _artifacts_in_use(artifacts: Path) -> bool:
+    from mlflow import MlflowClient
+
+    configure()
+    uri = artifacts.as_uri()
+    return any(e.artifact_location.rstrip("/") == uri for e in MlflowClient().search_experiments())
+
+
 def ensure_experiment(name: str) -> str:
     import mlflow
 
     configure()
+    check_store()
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -128,10 +177,12 @@ def start_pipeline_run(cfg: Config, run_id: str, tags: dict[str, str]) -> str:
     return mlflow_run_id
 
 
-def _client():
+def _client(write: bool = False):
     from mlflow import MlflowClient
 
     configure()
+    if write:
+        check_store()
     return MlflowClient()
 
 
@@ -166,13 +217,13 @@ def runs_with_tag(experiment: str, tag: str, value: str, limit: int = 20) -> lis
 
 
 def set_tags(mlflow_run_id: str, tags: dict[str, Any]) -> None:
-    client = _client()
+    client = _client(write=True)
     for key, value in tags.items():
         client.set_tag(mlflow_run_id, key, str(value))
 
 
 def delete_tag(mlflow_run_id: str, key: str) -> None:
-    _client().delete_tag(mlflow_run_id, key)
+    _client(write=True).delete_tag(mlflow_run_id, key)
 
 
 def run_tags(mlflow_run_id: str) -> dict[str, str]:
@@ -183,15 +234,15 @@ def log_metrics(mlflow_run_id: str, metrics: dict[str, float]) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    _client().log_batch(mlflow_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    _client(write=True).log_batch(mlflow_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
 
 def log_text(mlflow_run_id: str, text: str, artifact_file: str) -> None:
-    _client().log_text(mlflow_run_id, text, artifact_file)
+    _client(write=True).log_text(mlflow_run_id, text, artifact_file)
 
 
 def log_artifacts(mlflow_run_id: str, folder, artifact_path: str) -> None:
-    _client().log_artifacts(mlflow_run_id, str(folder), artifact_path)
+    _client(write=True).log_artifacts(mlflow_run_id, str(folder), artifact_path)
 
 
 def load_text(mlflow_run_id: str, artifact_file: str) -> str | None:
@@ -239,6 +290,7 @@ def resume_run(run_id: str) -> Iterator[Any]:
     import mlflow
 
     configure()
+    check_store()
     with mlflow.start_run(run_id=run_id) as run:
         yield run
 

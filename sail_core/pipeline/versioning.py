@@ -5,11 +5,20 @@ Airflow task or a ``sail`` command are recorded with ``dvc commit`` (the same
 ``dvc.lock`` entries ``dvc repro`` would write) and pushed to the remote under
 ``SAIL_HOME`` (``.sail/dvc-remote`` by default; configured in
 ``.dvc/config.local`` so that no machine path is committed).
+
+The remote is created the first time it is configured. After that, a remote folder
+that is missing (moved away, disk not mounted), not a folder, or read-only stops the
+step with :class:`VersioningError` naming it, before DVC writes anything; once it
+is back, running the same step again commits and pushes as if nothing happened
+(``dvc commit`` and ``dvc push`` are idempotent: content-addressed files).
 """
 
 from __future__ import annotations
 
+import configparser
+import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -34,21 +43,62 @@ def _dvc(root: Path, *args: str) -> str:
     return proc.stdout
 
 
+def configured_remote(root: Path) -> Path | None:
+    """The folder of remote ``sail`` in ``root/.dvc/config.local``, or None when it is not configured there."""
+    config = configparser.ConfigParser()
+    try:
+        config.read(root / ".dvc" / "config.local")
+    except configparser.Error:
+        return None
+    url = config.get(f"'remote \"{REMOTE}\"'", "url", fallback=None)
+    return Path(url) if url else None
+
+
+def check_remote(remote: Path, configured: bool) -> None:
+    """Raise :class:`VersioningError` naming ``remote`` and the fix unless it is a writable folder. A remote
+    that was ``configured`` before must exist; a new one is created."""
+    fix = (f"then run the same step again (or point the remote elsewhere: `dvc remote add --local --force "
+           f"--default {REMOTE} DIR`)")
+    if remote.exists() and not remote.is_dir():
+        raise VersioningError(f"the DVC remote {remote} is not a folder (a file is in its place); move it away and "
+                              f"put the remote folder back, {fix}")
+    if not remote.exists():
+        if configured:
+            raise VersioningError(f"the DVC remote {remote} is missing (moved away, or its disk not mounted?); "
+                                  f"put it back, {fix}")
+        try:
+            remote.mkdir(parents=True)
+        except OSError as err:
+            raise VersioningError(f"cannot create the DVC remote {remote}: {err}; {fix}") from None
+    try:  # os.access is not enough: root passes it, a read-only mount does not
+        tempfile.TemporaryFile(dir=remote).close()
+    except OSError as err:
+        raise VersioningError(f"the DVC remote {remote} is not writable ({err.strerror}); make it writable "
+                              f"(chmod u+w {remote}, or remount its disk read-write), {fix}") from None
+
+
 def ensure_remote(root: Path, remote_dir: Path | None = None) -> Path:
-    """Configure the default DVC remote (local config) at ``remote_dir`` (default under SAIL_HOME)."""
+    """Configure the default DVC remote (local config) at ``remote_dir`` (default under SAIL_HOME), after
+    :func:`check_remote`."""
     if not (root / ".dvc").is_dir():
         raise VersioningError(f"{root} is not a DVC project (no .dvc/); run `dvc init` there")
     remote = Path(remote_dir or home().dvc_remote)
-    remote.mkdir(parents=True, exist_ok=True)
+    configured = configured_remote(root)
+    check_remote(remote, configured is not None and os.path.abspath(configured) == os.path.abspath(remote))
     _dvc(root, "remote", "add", "--local", "--force", "--default", REMOTE, str(remote))
     return remote
 
 
 def commit_and_push(root: Path, stages: list[str]) -> None:
     """Record ``stages``' current deps/outs in dvc.lock, cache the outputs, push them."""
-    ensure_remote(root)
+    remote = ensure_remote(root)
     _dvc(root, "commit", "--force", *stages)
-    _dvc(root, "push", "--remote", REMOTE, *stages)
+    try:
+        _dvc(root, "push", "--remote", REMOTE, *stages)
+    except VersioningError as err:
+        raise VersioningError(f"pushing to the DVC remote {remote} failed; the outputs are committed in {root} "
+                              f"(dvc.lock, .dvc/cache), so once the remote is reachable and writable, running the "
+                              f"same step again pushes them.\n{err}") from None
 
 
 def status_clean(root: Path) -> bool:

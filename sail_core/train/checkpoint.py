@@ -3,13 +3,14 @@
 A checkpoint holds everything needed to continue exactly: model and loss
 (temperature) weights, optimiser, scheduler, sampler, hard-negative and global
 RNG states, the step, the metric history, and the run's seed and step budget.
-It is written to a temporary file in the same folder and renamed into place, so
-a crash never leaves a half-written checkpoint; older ones are then removed.
+It is written to a temporary file in the same folder, fsynced and renamed into place
+(:func:`sail_core.data.io.atomic_file`), so a crash or a full disk never leaves a half-written
+checkpoint; older ones are removed only after the new one is in place. A full disk raises
+:class:`~sail_core.data.io.DiskFullError` naming the folder.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import warnings
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from sail_core.data.io import atomic_file
 
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -37,9 +40,8 @@ def save_checkpoint(folder: Path, step: int, state: dict, keep: int = 1) -> Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:07d}.pt"
-    tmp = folder / f".{path.name}.tmp"
-    torch.save({**state, "step": step}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, "checkpoint") as handle:
+        torch.save({**state, "step": step}, handle)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path
