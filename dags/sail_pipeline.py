@@ -20,6 +20,8 @@ to promote to Triton, the base run, and a recorded run to reproduce.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Param, TaskGroup, chain, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
@@ -35,6 +37,13 @@ DEFAULT_PROFILE = load_config().profile  # params.yaml's `profile` (or $SAIL_PRO
 DEFAULT_PROFILE = DEFAULT_PROFILE if DEFAULT_PROFILE in PROFILES else PROFILES[0]
 STAGES = stage_names()
 MINING = mining_stage_names()  # stages with hard negatives in some profile: a mine task runs before them
+# The train group's tasks (teacher, mining, stages) are retried by Airflow when they fail or their process dies
+# (a worker lost, an out-of-memory kill): a stage's retry resumes from the last checkpoint its earlier try stored
+# in the run's workspace (``try_number > 1``), so it repeats at most ``checkpoint_every`` steps. The other tasks
+# are not retried: their failures (a contract breach, a missed gate) repeat on a retry.
+TRAIN_RETRIES = 2
+TRAIN_RETRY_DELAY = timedelta(seconds=5)
+TRAIN_RETRY = {"retries": TRAIN_RETRIES, "retry_delay": TRAIN_RETRY_DELAY}
 
 
 def _config():
@@ -152,7 +161,7 @@ def sail_pipeline():
         return _in_workspace("version", "version", lambda cfg, ws, ctx: pipeline.version(cfg, ws))
 
     def train_task(name: str):
-        @task(task_id=name)
+        @task(task_id=name, **TRAIN_RETRY)
         def train_stage() -> dict:
             """One training stage, from the previous stage's model; retries resume from the last checkpoint."""
             from sail_core import pipeline
@@ -163,7 +172,7 @@ def sail_pipeline():
         return train_stage()
 
     def mine_task(name: str):
-        @task(task_id=f"mine_{name}")
+        @task(task_id=f"mine_{name}", **TRAIN_RETRY)
         def mine_stage() -> dict:
             """Mine hard negatives for the stage with the model it starts from (F1-optimal threshold per dataset)."""
             from sail_core import pipeline
@@ -177,7 +186,7 @@ def sail_pipeline():
 
         return mine_stage()
 
-    @task(task_id="teacher")
+    @task(task_id="teacher", **TRAIN_RETRY)
     def teacher() -> dict:
         """The collaborative teacher (implicit ALS/BPR on train items' events before the cutoff): ID embeddings
         for the CRE stages, and the evaluation's collaborative neighbours."""

@@ -169,7 +169,8 @@ def train_stage(
         log: ``log(metrics, step)`` called every step on rank 0 (the tracking code passes MLflow's);
             names are unprefixed: ``loss``, ``nce_<pattern>_<dim>_loss`` (pattern name-safe, e.g.
             ``nce_image2text_384_loss``; only the step's dataset's patterns), ``lr``, ``grad_norm``,
-            ``temperature.<dataset>``, ``count.<dataset>`` (cumulative steps drawn from it).
+            ``temperature.<dataset>``, ``count.<dataset>`` (cumulative steps drawn from it); with the first step
+            after a resume, ``resumed_from_step`` (the checkpoint's step).
         keep_checkpoints: keep ``checkpoints/`` after a successful run (default: removed, the model is saved).
         cache_dir: frozen-tower feature cache (default ``$SAIL_HOME/features/<data folder hash>``).
         on_checkpoint: called on rank 0 with the ``checkpoints/`` folder after each checkpoint is saved
@@ -266,6 +267,7 @@ def train_stage(
         set_rng_state(state["rng"])
         start, history = int(state["step"]), list(state.get("history", []))
         LOG.info("resumed stage %s from %s (step %d)", stage.name, last, start)
+    resumed = {"resumed_from_step": float(start)} if start else {}  # logged with the first step this try runs
 
     params = [p for g in optimizer.param_groups for p in g["params"]]
     t0, samples = time.perf_counter(), 0
@@ -315,7 +317,8 @@ def train_stage(
         history.append(record)
         if lead:
             if log is not None:
-                log({k: float(v) for k, v in record.items() if k not in ("step", "dataset")}, step)
+                log({**{k: float(v) for k, v in record.items() if k not in ("step", "dataset")}, **resumed}, step)
+                resumed = {}
             progress.set_postfix(loss=f"{record['loss']:.3f}", ds=name, refresh=False)
             progress.update(1)
         if step % stage.checkpoint_every == 0 and step < stage.steps and lead:
