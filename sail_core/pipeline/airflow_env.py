@@ -1,8 +1,18 @@
 """The embedded Airflow: environment, database and the two ways to run it locally.
 
-This module starts Airflow as a program (``airflow dags test``, ``airflow
-standalone``); it never imports Airflow, so ``sail_core`` stays orchestrator-free.
-``sail ui`` waits on the services' health endpoints, not on a fixed sleep.
+This module starts Airflow as a program (``airflow dags test``, and for ``sail
+ui`` its components one by one); it never imports Airflow, so ``sail_core`` stays
+orchestrator-free. ``sail ui`` waits on the services' health endpoints, not on a
+fixed sleep.
+
+``sail ui`` does not run ``airflow standalone``: that starts the scheduler's and
+the triggerer's log servers (``airflow serve-logs``, ports 8793/8794), and Airflow
+3.3 binds them to every interface with no setting to change it
+(``airflow/utils/serve_logs/core.py`` passes ``host=""`` to uvicorn). It starts
+what standalone starts, on loopback and without them: the scheduler and the
+triggerer with ``--skip-serve-logs`` (their log servers only exist for an API
+server on another machine; this one reads the task logs from the local log
+folder), the dag-processor, and the API server with ``--host 127.0.0.1``.
 """
 
 from __future__ import annotations
@@ -101,44 +111,75 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM each process's whole group (`airflow standalone` leaves its components running when only
-    it is signalled), then SIGKILL the groups of those still running after 20 s."""
+    """Stop each process's whole group, in the order given (the scheduler first: it waits for its running
+    tasks, whose results need the API server still up): SIGTERM and up to 20 s each, then SIGKILL the
+    groups of whatever outlived it."""
     for p in processes:
         _signal_group(p, signal.SIGTERM)
-    for p in processes:
         try:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             pass
+    for p in processes:
         _signal_group(p, signal.SIGKILL)  # whatever of the group outlived the SIGTERM
 
 
-def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000, timeout_s: float = 300.0) -> None:
-    """Start `airflow standalone` and `mlflow ui` on 127.0.0.1, wait until both answer their
-    health endpoints, print where they are, and keep them up until Ctrl-C.
+# What `airflow standalone` starts, less the log servers; stopped in this order.
+AIRFLOW_COMPONENTS = {
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"],
+}
 
-    Raises ``NotReady`` (after stopping both) when one is not up within ``timeout_s``, naming it and its log.
+
+def start_airflow(airflow_port: int, logs: Path) -> list[subprocess.Popen]:
+    """Start the Airflow components of :data:`AIRFLOW_COMPONENTS` (LocalExecutor, SQLite, 127.0.0.1), each in
+    a session of its own with its log ``logs/airflow-<component>.log``; returns them in stopping order."""
+    url = f"http://127.0.0.1:{airflow_port}"
+    component_env = env({
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(airflow_port), "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+    })
+    procs = []
+    try:
+        for name, args in AIRFLOW_COMPONENTS.items():
+            procs.append(subprocess.Popen(
+                [_bin("airflow"), *(a.format(port=airflow_port) for a in args)], env=component_env,
+                stdout=open(logs / f"airflow-{name}.log", "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT, start_new_session=True))
+    except BaseException:
+        _stop(procs)
+        raise
+    return procs
+
+
+def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000, timeout_s: float = 300.0) -> None:
+    """Start Airflow (scheduler, triggerer, dag-processor, API server) and `mlflow ui` on 127.0.0.1, wait
+    until both answer their health endpoints, print where they are, and keep them up until Ctrl-C.
+
+    Raises ``NotReady`` (after stopping everything) when one is not up within ``timeout_s``, naming it and
+    its logs.
     """
     from sail_core.pipeline.tracking import tracking_uri
 
     db_migrate()
     logs = home().logs
     logs.mkdir(parents=True, exist_ok=True)
-    af_log, ml_log = logs / "airflow-standalone.log", logs / "mlflow-ui.log"
-    af = subprocess.Popen(
-        [_bin("airflow"), "standalone"],
-        env=env({"AIRFLOW__API__PORT": str(airflow_port), "AIRFLOW__CORE__PARALLELISM": "2"}),
-        stdout=open(af_log, "ab"), stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True,
-    )
+    af_log, ml_log = logs / "airflow-*.log", logs / "mlflow-ui.log"
+    airflow = start_airflow(airflow_port, logs)
+    api_server = airflow[-1]
     ml = subprocess.Popen(
         [_bin("mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
          "--backend-store-uri", tracking_uri(), "--default-artifact-root", home().mlflow_artifacts.as_uri()],
         env=env(), stdout=open(ml_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
+    everything = [*airflow, ml]
     try:
         console.print(f"Starting the Airflow and MLflow UIs (up to {timeout_s:g} s; logs in {logs})")
         wait_until_ready([
-            Endpoint("Airflow", f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health", af_log, af,
+            Endpoint("Airflow", f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health", af_log, api_server,
                      check=_airflow_healthy),
             Endpoint("MLflow", f"http://127.0.0.1:{mlflow_port}/health", ml_log, ml),
         ], timeout_s, console=console)
@@ -148,12 +189,13 @@ def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000, timeout_s: floa
             f"Logs in {logs}. Trigger DAG '{DAG_ID}' from the Airflow UI ('Trigger' opens the parameter form). "
             "Ctrl-C stops both."
         )
-        while af.poll() is None and ml.poll() is None:
+        while all(p.poll() is None for p in everything):
             time.sleep(1)
-        for name, proc, log in (("Airflow", af, af_log), ("MLflow", ml, ml_log)):
+        for name, proc in [*zip(AIRFLOW_COMPONENTS, airflow), ("MLflow UI", ml)]:
             if proc.poll() is not None:
-                console.print(f"[red]{name} exited (code {proc.returncode})[/]; see {log}. Stopping the other one.")
+                log = ml_log if proc is ml else logs / f"airflow-{name}.log"
+                console.print(f"[red]{name} exited (code {proc.returncode})[/]; see {log}. Stopping the others.")
     except KeyboardInterrupt:
         pass
     finally:
-        _stop([af, ml])
+        _stop(everything)
