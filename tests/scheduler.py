@@ -220,7 +220,7 @@ class Airflow:
         return run_id
 
     # ------------------------------------------------------------------ metadata database
-    def _query(self, sql: str, args: tuple) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: tuple) -> list[sqlite3.Row]:
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
         con.row_factory = sqlite3.Row
         try:
@@ -229,18 +229,18 @@ class Airflow:
             con.close()
 
     def run_state(self, run_id: str) -> str | None:
-        rows = self._query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id))
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id))
         return rows[0]["state"] if rows else None
 
     def task_instances(self, run_id: str) -> dict[str, dict]:
         """task id -> {state, try_number, pid, id} of the run's task instances (their latest try)."""
-        rows = self._query("SELECT task_id, state, try_number, pid, id FROM task_instance WHERE dag_id = ? AND "
+        rows = self.query("SELECT task_id, state, try_number, pid, id FROM task_instance WHERE dag_id = ? AND "
                            "run_id = ?", (DAG_ID, run_id))
         return {r["task_id"]: dict(r) for r in rows}
 
     def tries(self, run_id: str, task_id: str) -> list[dict]:
         """The earlier tries of a task instance (``task_instance_history``), oldest first."""
-        rows = self._query("SELECT try_number, state FROM task_instance_history WHERE dag_id = ? AND run_id = ? "
+        rows = self.query("SELECT try_number, state FROM task_instance_history WHERE dag_id = ? AND run_id = ? "
                            "AND task_id = ? ORDER BY try_number", (DAG_ID, run_id, task_id))
         return [dict(r) for r in rows]
 
