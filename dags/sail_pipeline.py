@@ -16,6 +16,9 @@ before anything is built or trained. A run that leaves steps out reuses their
 outputs from ``base_run`` (default: the latest run that has them). Trigger it from
 the UI: the form offers the profile, the steps to run, the gate thresholds, whether
 to promote to Triton, the base run, and a recorded run to reproduce.
+
+The ``train`` group's tasks are retried (``TRAIN_RETRIES`` times, ``TRAIN_RETRY_DELAY`` apart) when they fail
+or their process is killed; a stage's retry resumes from the last checkpoint its earlier try stored.
 """
 
 from __future__ import annotations
