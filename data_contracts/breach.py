@@ -44,12 +44,22 @@ def breach_lines(table: str, n: int, quarantined: int, tolerance: float, found: 
         for r in failed:
             share = r.rows / n
             cmp = f"{share:.1%} > tolerance {tolerance:.1%}" if len(failed) == 1 else f"{share:.1%}"
-            lines.append(f"{table}: {_col(r.column)}{r.expectation} failed for {r.rows} of {n} rows ({cmp}); rows moved to {qpath}")
+            lines.append(f"{table}: {_col(r.column)}{r.expectation} failed for {r.rows} of {n} rows ({cmp}); "
+                         f"{_first_row(found, r)}rows moved to {qpath}")
         if len(failed) != 1 and not found.table:
             lines.append(
                 f"{table}: {quarantined} of {n} rows quarantined ({frac:.1%} > tolerance {tolerance:.1%}); rows moved to {qpath}"
             )
     return lines
+
+
+def _first_row(found: Findings, count) -> str:
+    """``first: row 3: <its reason>; `` for the first row that failed ``count``'s rule (rows counted from 0)."""
+    for row, failures in sorted(found.rows.items()):
+        for f in failures:
+            if f.expectation == count.expectation and f.column == count.column:
+                return f"first: row {row}: {f.reason}; "
+    return ""
 
 
 def derived_table_lines(found: Findings, where: str, row_name=None, shown: int = 5) -> list[str]:

@@ -67,6 +67,9 @@ def _is_item_ref(o: Outcome) -> bool:
 
 
 def _short(value) -> str:
+    """The value as a user wrote it (numpy scalars as plain numbers, strings quoted), cut at 60 characters."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # np.int64(-5) -> -5
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -9,9 +9,12 @@ a missing or corrupt file is quarantined with that reason (and the pairs and
 interactions that point at it follow as dangling). The derived columns never
 reach the clean output or the quarantine table.
 
-A file is fine when it exists inside the data folder and decodes: an image
-passes Pillow's ``verify()`` and then loads; an audio file is a WAV that
-:func:`sail_core.preprocess.audio.read_wav` reads with more than 0 samples.
+A file is fine when it exists inside the data folder (after following links: a
+symlink out of the folder is refused) and decodes: an image declares at most
+:data:`MAX_PIXELS` pixels in its header (checked before any pixel is decoded, so a
+decompression bomb costs nothing), passes Pillow's ``verify()`` and then loads; an
+audio file is a WAV that :func:`sail_core.preprocess.audio.read_wav` reads with more
+than 0 samples.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sail_core.data.media import MEDIA_COLUMNS, MEDIA_DIR, default_workers, spli
 # derived check column -> the media column it checks
 DERIVED = {"_cover_error": "cover_path", "_frames_error": "frame_paths", "_audio_error": "audio_path"}
 _LABEL = {"cover_path": "cover", "frame_paths": "keyframe", "audio_path": "audio"}
+MAX_PIXELS = 40_000_000  # a cover or keyframe is a few hundred pixels wide; 40 MP is already absurd
 
 
 def _short_error(err: Exception, path: Path) -> str:
@@ -45,12 +49,17 @@ def image_error(path: Path) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            if img.width * img.height > MAX_PIXELS:
+                return (f"declares {img.width} x {img.height} = {img.width * img.height:,} pixels, more than "
+                        f"the limit of {MAX_PIXELS:,} (a decompression bomb or a wrong file); resize it")
             img.verify()
         with Image.open(path) as img:  # verify() leaves the image unusable; load it for real
             img.load()
             if img.width < 1 or img.height < 1:
                 return "has no pixels"
+    except Image.DecompressionBombError as err:  # Pillow refuses at open() above 2x its own limit
+        return f"declares more than the limit of {MAX_PIXELS:,} pixels ({err}); resize it"
     except Exception as err:  # PIL raises many types for broken files
         return f"does not decode: {_short_error(err, path)}"
     return None
@@ -79,6 +88,9 @@ def _file_error(root: Path, rel: str, column: str) -> str | None:
     path = root / p
     if not path.is_file():
         return "is missing"
+    if not path.resolve().is_relative_to(root.resolve()):
+        return (f"is a link to {path.resolve()}, outside the data folder: copy the file in instead "
+                "(`sail data import` copies media in)")
     return audio_error(path) if column == "audio_path" else image_error(path)
 
 

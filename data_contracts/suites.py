@@ -7,7 +7,7 @@ failure is ``table``-level (schema, types, empty table: the run stops) or
 ``row``-level (the failing rows are quarantined), and gives the human
 ``reason`` written next to quarantined rows. ``{"$PARAMETER": "item_ids"}``
 is filled at validation time with the ids of the clean items, which makes
-the referential-integrity checks.
+the referential-integrity checks; ``{"$PARAMETER": "now"}`` with the time of validation.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 SUITE_NAMES = ("items", "interactions", "item_splits", "pairs", "hard_negatives", "id_embeddings")
 ITEM_IDS_PARAM = "item_ids"
+NOW_PARAM = "now"  # unix seconds at validation time: no event may come from the future
 
 
 def suite_path(name: str) -> Path:

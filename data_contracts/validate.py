@@ -17,6 +17,7 @@ clean rows only (hard links where possible). On a breach it raises
 from __future__ import annotations
 
 import os
+import time
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from data_contracts.media import DERIVED, media_errors, publish_media
 from data_contracts.quarantine import split_rows
 from data_contracts.report import write_report
 from data_contracts.runner import run_suite
-from data_contracts.suites import ITEM_IDS_PARAM, SUITE_NAMES, load_suite
+from data_contracts.suites import ITEM_IDS_PARAM, NOW_PARAM, SUITE_NAMES, load_suite
 from data_contracts.tables import discover, read_for_validation
 from sail_core.config import ContractsConfig
 from sail_core.data import schema
@@ -135,7 +136,7 @@ def validate_dir(
     for table in tables:
         _console.print(f"[dim]validating {table.name} ({table.path})", soft_wrap=True)
         df = read_for_validation(table)
-        params = {} if table.suite == "items" else {ITEM_IDS_PARAM: clean_item_ids}
+        params = {} if table.suite == "items" else {ITEM_IDS_PARAM: clean_item_ids, NOW_PARAM: int(time.time())}
         checked = df
         if table.suite == "items":  # derived media-check columns, expected null by the suite
             clash = {c: f"{c} (in the file)" for c in DERIVED if c in df.columns}  # stays an unknown column

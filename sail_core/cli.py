@@ -615,7 +615,8 @@ def cre_table(
 
 @app.command()
 def ui():
-    """Start `airflow standalone` and `mlflow ui` on 127.0.0.1 and print their addresses and login."""
+    """Start Airflow (scheduler, triggerer, dag-processor, API server) and `mlflow ui` on 127.0.0.1 and print their
+    addresses and login."""
     from sail_core.pipeline import airflow_env
 
     _run(airflow_env.start_uis)

@@ -125,7 +125,7 @@ def smoke_check(client, cfg: ServeConfig, version_dir: Path, version: int, texts
 
     from serving.backend.embedder import OnnxEmbedder
 
-    reference = OnnxEmbedder(version_dir)
+    reference = OnnxEmbedder(version_dir, limits=cfg.limit_values())  # the limits the served version enforces
     meta = reference.meta
     deadline = time.monotonic() + 15.0
     ready = _ready_versions(client, cfg.triton_model)
@@ -394,7 +394,8 @@ def rollback(cfg: ServeConfig, repo_dir: str | Path | None = None) -> dict:
     stack = state.get("stack", [])
     if len(stack) < 2:
         raise PromotionError(f"nothing to roll back to for {cfg.triton_model!r}: promoted versions {stack} "
-                             f"(see {folder / 'serving_state.json'})")
+                             f"(see {folder / 'serving_state.json'}); rollback returns to the version served before "
+                             "the current one, so it needs two promotions; use `sail promote --version N` instead")
     current, previous = stack[-1], stack[-2]
     previous_dir = folder / str(previous)
     if not previous_dir.exists():

@@ -36,8 +36,7 @@ def _register_champion(tmp_path: Path) -> int:
 
     from sail_core.pipeline import registry, tracking
 
-    tracking.configure()
-    mlflow.set_experiment("concurrent-test-champion")
+    mlflow.set_experiment(experiment_id=tracking.ensure_experiment("concurrent-test-champion"))  # artifacts in SAIL_HOME
     note = tmp_path / "champion.txt"
     note.write_text("the champion before the concurrent runs\n")
     with mlflow.start_run() as run:

@@ -132,7 +132,8 @@ def test_null_item_id_is_quarantined_and_cascades(data, tmp_path):
     err = _breach(data, tmp_path)
     assert err.breaches[0] == (
         "items: column 'item_id': expect_column_values_to_not_be_null failed for 1 of 120 rows "
-        f"(0.8% > tolerance 0.0%); rows moved to {tmp_path / 'quarantine' / 'items.parquet'}"
+        "(0.8% > tolerance 0.0%); first: row 5: 'item_id' is required but null; "
+        f"rows moved to {tmp_path / 'quarantine' / 'items.parquet'}"
     )
     quar = _table(tmp_path / "quarantine", "items")
     assert quar[["_row", "_column", "_failed_expectation"]].values.tolist() == [[5, "item_id", "expect_column_values_to_not_be_null"]]
@@ -269,6 +270,6 @@ def test_messages_can_name_the_final_quarantine_folder(data, tmp_path):
         validate_dir(data, tmp_path / "v", tmp_path / "q", STRICT, quarantine_display=Path("data/quarantine"))
     assert info.value.breaches[0] == (
         "items: column 'item_id': expect_column_values_to_not_be_null failed for 1 of 120 rows "
-        "(0.8% > tolerance 0.0%); rows moved to data/quarantine/items.parquet"
+        "(0.8% > tolerance 0.0%); first: row 0: 'item_id' is required but null; rows moved to data/quarantine/items.parquet"
     )
     assert len(_table(tmp_path / "q", "items")) == 1  # written where asked

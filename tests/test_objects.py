@@ -108,3 +108,35 @@ def test_store_settings_resolve_against_sail_home(monkeypatch, tmp_path):
     per_task = Stores.of(load_config(profile="tiny", overrides={"store.local_cache": "per-task",
                                                                "store.workspaces": "s3://bucket/runs/"}))
     assert per_task.local_cache is None and per_task.workspaces == "s3://bucket/runs"
+
+
+def test_a_save_killed_halfway_still_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatch):
+    """Killed after the old copy was moved aside and before the new one was moved in: the old one is restored."""
+    import fsspec
+
+    stores = Stores(workspaces=str(tmp_path / "store"), objects=str(tmp_path / "remote"), local_cache=tmp_path)
+    ws = Workspace("cli__half", Workdir(tmp_path / "local"), stores, tmp_path / "objects")
+    ckpt = tmp_path / "local" / "models" / "stage1" / "checkpoints"
+    (ckpt / "step-2").mkdir(parents=True)
+    (ckpt / "step-2" / "state.pt").write_bytes(b"step 2")
+    ws.save_checkpoints("stage1", ckpt)
+    (ckpt / "step-4").mkdir()
+    (ckpt / "step-4" / "state.pt").write_bytes(b"step 4")
+    fs_class = type(fsspec.core.url_to_fs(str(tmp_path))[0])
+    real_mv = fs_class.mv
+
+    def mv_then_die(self, src, dst, **kw):
+        real_mv(self, src, dst, **kw)
+        if str(dst).endswith(".old"):
+            raise KeyboardInterrupt("killed")  # stands in for SIGKILL between the two moves
+
+    monkeypatch.setattr(fs_class, "mv", mv_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ws.save_checkpoints("stage1", ckpt)
+    monkeypatch.undo()
+    restored = tmp_path / "worker2" / "checkpoints"
+    assert ws.restore_checkpoints("stage1", restored)
+    assert (restored / "step-2" / "state.pt").read_bytes() == b"step 2"
+    ws.save_checkpoints("stage1", ckpt)  # the retry saves again cleanly
+    assert ws.restore_checkpoints("stage1", restored)
+    assert (restored / "step-4" / "state.pt").read_bytes() == b"step 4"

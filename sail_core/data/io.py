@@ -40,11 +40,18 @@ def find_table(folder: Path, name: str) -> Path:
     )
 
 
+def _not_empty(path: Path) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        raise SchemaError(f"{path} is empty (0 bytes): write the table again, with its header row "
+                          "(see the README, 'Data schema'); a table with no rows still needs its columns")
+
+
 def read_raw(path: Path) -> pd.DataFrame:
     """A parquet or CSV file as stored (CSV: values typed by pandas' inference)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (or is not a file)")
+    _not_empty(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -60,6 +67,7 @@ def read_text_table(path: Path) -> pd.DataFrame:
     """Like :func:`read_raw`, but a CSV's cells stay text (ids such as ``007`` keep their zeros)."""
     path = Path(path)
     if path.suffix.lower() == ".csv" and path.is_file():
+        _not_empty(path)
         try:
             return pd.read_csv(path, dtype=str, keep_default_na=True)
         except Exception as err:

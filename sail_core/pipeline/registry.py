@@ -37,6 +37,24 @@ def by_alias(model_name: str, alias: str) -> ModelRef | None:
     return ModelRef(int(mv.version), mv.run_id)
 
 
+def require_version(model_name: str, version: int) -> ModelRef:
+    """The registered ``version`` of ``model_name``; LookupError naming the versions there are when it is not one."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        mv = c.get_model_version(model_name, str(version))
+    except MlflowException:
+        try:
+            known = sorted(int(v.version) for v in c.search_model_versions(f"name = '{model_name}'"))
+        except MlflowException:
+            known = []
+        have = f"registered versions: {known}" if known else "no version is registered yet (run the pipeline first)"
+        raise LookupError(f"model {model_name!r} has no version {version} in the MLflow registry; {have}. "
+                          "`sail promote --version N` takes one of them") from None
+    return ModelRef(int(mv.version), mv.run_id)
+
+
 def register_onnx(run_id: str, onnx_dir: Path, model_name: str, tags: dict[str, str]) -> int:
     """Log the exported ONNX model in ``run_id``, register a version, alias it ``challenger``.
 

@@ -460,6 +460,7 @@ def promote(cfg: Config, model_version: int | None = None, ws: Workspace | None 
         if ref is None:
             raise RuntimeError(f"no model version has alias '{registry.CHALLENGER}' in {name}; run `sail register` first")
         model_version = ref.version
+    registry.require_version(name, model_version)  # before Triton starts: a clear error for a wrong --version
     repo = home().triton_repo
     with file_lock(repo.parent / ".promote.lock"):
         server.start(repo, cfg.serve)

@@ -210,19 +210,27 @@ class Workspace:
         return f"{self.url}/checkpoints/{stage}"
 
     def save_checkpoints(self, stage: str, folder: Path) -> None:
-        """Copy a stage's local ``checkpoints/`` folder to the workspace store (replacing the older copy)."""
+        """Copy a stage's local ``checkpoints/`` folder to the workspace store (replacing the older copy).
+
+        The new copy is uploaded beside the old one (``.partial``), the old one moved aside (``.old``), the new
+        one moved in, and only then the old one deleted: a process killed at any point leaves a complete copy
+        that :meth:`restore_checkpoints` finds."""
         if self.is_project:
             return
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(self._checkpoint_url(stage))
-        tmp = f"{root}.partial"
+        tmp, old = f"{root}.partial", f"{root}.old"
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
         fs.put(str(folder), tmp, recursive=True)
         if fs.exists(root):
-            fs.rm(root, recursive=True)
+            if fs.exists(old):
+                fs.rm(old, recursive=True)
+            fs.mv(root, old, recursive=True)
         fs.mv(tmp, root, recursive=True)
+        if fs.exists(old):
+            fs.rm(old, recursive=True)
 
     def restore_checkpoints(self, stage: str, folder: Path) -> bool:
         """Fetch a stage's checkpoints from the workspace store into ``folder``; False when there are none."""
@@ -232,7 +240,9 @@ class Workspace:
 
         fs, root = fsspec.core.url_to_fs(self._checkpoint_url(stage))
         if not fs.exists(root):
-            return False
+            root = f"{root}.old"  # killed between moving the old copy aside and the new one in
+            if not fs.exists(root):
+                return False
         shutil.rmtree(folder, ignore_errors=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
         fs.get(root, str(folder), recursive=True)
@@ -244,8 +254,9 @@ class Workspace:
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(self._checkpoint_url(stage))
-        if fs.exists(root):
-            fs.rm(root, recursive=True)
+        for path in (root, f"{root}.old", f"{root}.partial"):
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
 
     def write_note(self, note: dict) -> None:
         """``<workspace>/run.json``: which run this folder belongs to (read by `sail runs list` and `sail gc`)."""
