@@ -172,7 +172,13 @@ def params_path(params: str | os.PathLike | None = None) -> Path:
 def _read_params(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(f"configuration file {path} not found; pass --params or set SAIL_PARAMS")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}; fix the syntax "
+                          "(indent with spaces, not tabs; close every bracket and quote) and run again") from None
     if not isinstance(raw, dict) or "base" not in raw or "profiles" not in raw:
         raise ConfigError(f"{path} must have top-level keys 'base' and 'profiles'")
     return raw
