@@ -143,7 +143,8 @@ def _type_failure(df: pd.DataFrame, o: Outcome, columns: dict[str, str], found: 
         TableFailure(
             o.type,
             o.column,
-            f"stored as {stored}, expected {o.kwargs.get('type_')} ({dtype}); {len(rows)} row(s) cannot be cast to {dtype}",
+            f"stored as {stored}, expected {o.kwargs.get('type_')} ({dtype}); {len(rows)} row(s) cannot be cast to {dtype}"
+            + (f", first: row {rows[0]}: '{o.column}' value {_short(col.iloc[rows[0]])} is not {dtype}" if rows else ""),
             rows=len(rows),
         )
     )

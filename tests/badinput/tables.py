@@ -108,14 +108,18 @@ def _edit(folder: Path, edit: dict, outside: Path) -> None:
 
 def _expected(raw: Path, bad: dict) -> dict[str, set[int]]:
     """Per table, the rows the quarantine must hold: the case's bad rows plus the rows that name a bad item."""
-    frames = {t: _read(raw, t) for t in TABLES}
+    frames = {t: _read(raw, t) for t in TABLES if (raw / f"{t}.parquet").stat().st_size}  # an emptied file has no rows
     rows = {t: set(range(len(frames[t]))) if bad.get(t) == "all" else {int(r) for r in bad.get(t) or []} for t in TABLES}
+    for t in set(TABLES) - set(frames):
+        rows[t] = set()
     items = frames["items"]
     ids = items["item_id"].astype("string")
     good = ids.drop(index=list(rows["items"]))
     dropped = (set(ids.iloc[sorted(rows["items"])].dropna()) - set(good.dropna())) | \
         set(good[good.duplicated(keep=False)])  # an id that is duplicated loses every row that has it
     for t, columns in ITEM_REFS.items():
+        if t not in frames:
+            continue
         df = frames[t]
         for c in columns:
             rows[t] |= set(np.flatnonzero(df[c].astype("string").isin(dropped).fillna(False).to_numpy()))
