@@ -174,7 +174,8 @@ def test_string_in_rating_is_a_type_breach(data, tmp_path):
     err = _breach(data, tmp_path)
     assert err.breaches == [
         "interactions: column 'rating': expect_column_values_to_be_of_type failed (table-level: stored as str, "
-        "expected float64 (Float64); 1 row(s) cannot be cast to Float64); "
+        "expected float64 (Float64); 1 row(s) cannot be cast to Float64, first: row 7: 'rating' value 'five' "
+            "is not Float64); "
         f"1 of {len(inter)} rows moved to {tmp_path / 'quarantine' / 'interactions.parquet'}"
     ]
     quar = _table(tmp_path / "quarantine", "interactions")

@@ -71,7 +71,8 @@ def _third_party_imports(folders: list[str]) -> dict[str, set[str]]:
             for name in names:
                 parts = name.split(".")
                 top = ".".join(parts[:2]) if parts[0] == "google" else parts[0]
-                local = (path.parent / f"{parts[0]}.py").exists()  # a sibling module (serving/backend)
+                local = ((path.parent / f"{parts[0]}.py").exists()  # a sibling module (serving/backend)
+                         or (REPO / "tests" / f"{parts[0]}.py").exists())  # a tests helper (tests is on the path)
                 if parts[0] in sys.stdlib_module_names or parts[0] in FIRST_PARTY or local:
                     continue
                 found.setdefault(top, set()).add(str(path.relative_to(REPO)))
