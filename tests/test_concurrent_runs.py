@@ -36,10 +36,12 @@ def _register_champion(tmp_path: Path) -> int:
 
     from sail_core.pipeline import registry, tracking
 
-    mlflow.set_experiment(experiment_id=tracking.ensure_experiment("concurrent-test-champion"))  # artifacts in SAIL_HOME
+    # not mlflow.set_experiment: it pins the whole test process to this experiment, and any later
+    # mlflow.start_run(run_id=...) of another experiment's run (tracking.resume_run) would refuse
+    experiment = tracking.ensure_experiment("concurrent-test-champion")  # artifacts in SAIL_HOME
     note = tmp_path / "champion.txt"
     note.write_text("the champion before the concurrent runs\n")
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifact(str(note), artifact_path="model")
     client = registry.client()
     client.create_registered_model(CONCURRENT_MODEL)
