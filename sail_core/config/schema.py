@@ -199,6 +199,8 @@ class ModelConfig(_Strict):
     inputs: InputsConfig = InputsConfig()
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     gradient_checkpointing: bool = False
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description=(
+        "the backbone's hidden and attention dropout in training; None keeps the backbone's own (MiniLM: 0.1)"))
 
     @model_validator(mode="after")
     def _dims_descending(self) -> "ModelConfig":
@@ -332,6 +334,19 @@ class TrainConfig(_Strict):
     feature_threads: int | None = Field(None, ge=1, description=(
         "onnxruntime threads of the frozen towers that fill the media feature cache (training and evaluation); "
         "None = torch's thread count"))
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+)$", description=(
+        "where training runs: cpu, cuda (under torchrun: cuda:LOCAL_RANK) or cuda:N"))
+    precision: Literal["fp32", "bf16-autocast", "bf16"] = Field("fp32", description=(
+        "fp32; bf16-autocast (fp32 weights, bf16 matmuls); bf16 (pure bf16 weights, gradients and AdamW states; "
+        "the losses stay in fp32)"))
+    grad_cache_chunk: int | None = Field(None, ge=1, description=(
+        "GradCache: embed a step's samples in chunks of this many without a graph, take the loss and its gradient "
+        "on the cached embeddings, then re-run each chunk with a graph and push that gradient through it: the "
+        "contrastive batch is no longer bounded by activation memory (pair datasets; CRE steps embed as usual). "
+        "None = one forward with a graph"))
+    optimizer_sharding: bool = Field(False, description=(
+        "under torchrun: ZeRO-1 (torch's ZeroRedundancyOptimizer) shards the AdamW states over the ranks; "
+        "parameters and gradients stay replicated (DDP)"))
 
 
 ITEM_TASKS = {"i2i": "i2i", "q2i": "q2i", "omni2omni": "i2i"}   # eval task -> the dataset task it ranks

@@ -26,6 +26,20 @@ def sample_lengths(model, samples: list[OmniSample]) -> list[int]:
             for i, s in enumerate(samples)]
 
 
+def forward(net: torch.nn.Module, model, samples: list[OmniSample], modes: dict[str, str]) -> torch.Tensor:
+    """One collated forward of ``samples`` through ``net``, the batch moved to the model's device."""
+    batch = collate(samples, model.tokenizer, **modes)
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return net(batch)
+
+
+def length_order(model, samples: list[OmniSample]) -> torch.Tensor:
+    """Sample positions, longest first (chunks of similar length waste little padding)."""
+    return torch.argsort(torch.tensor(sample_lengths(model, samples)), descending=True)
+
+
 def embed_samples(net: torch.nn.Module, model, samples: list[OmniSample], modes: dict[str, str],
                   chunk: int | None = 64) -> torch.Tensor:
     """(len(samples), D) embeddings from ``net`` (the model or its DDP wrapper), in its current mode.
@@ -35,12 +49,11 @@ def embed_samples(net: torch.nn.Module, model, samples: list[OmniSample], modes:
     if not samples:
         raise ValueError("embed_samples got no samples")
     if chunk is None or len(samples) <= chunk:
-        return net(collate(samples, model.tokenizer, **modes))
-    lengths = torch.tensor(sample_lengths(model, samples))
-    order = torch.argsort(lengths, descending=True)
+        return forward(net, model, samples, modes)
+    order = length_order(model, samples)
     parts = []
     for s in range(0, len(samples), chunk):
         idx = order[s : s + chunk].tolist()
-        parts.append(net(collate([samples[i] for i in idx], model.tokenizer, **modes)))
+        parts.append(forward(net, model, [samples[i] for i in idx], modes))
     z = torch.cat(parts)
-    return z.new_empty(z.shape).index_put((order,), z)
+    return z.new_empty(z.shape).index_put((order.to(z.device),), z)

@@ -108,6 +108,7 @@ def qwen2_config(cfg: ModelConfig, vocab_size: int):
         use_cache=False,
         pad_token_id=0,
         tie_word_embeddings=False,
+        attention_dropout=cfg.dropout or 0.0,
     )
     config._attn_implementation = cfg.attn_implementation
     return config
@@ -119,10 +120,13 @@ def build_fusion(cfg: ModelConfig, vocab_size: int | None = None, pretrained: bo
         from transformers import AutoConfig, AutoModel
 
         path = minilm_path()
+        dropout = {} if cfg.dropout is None else {"hidden_dropout_prob": cfg.dropout,
+                                                  "attention_probs_dropout_prob": cfg.dropout}
         if pretrained:
-            model = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation=cfg.attn_implementation)
+            model = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation=cfg.attn_implementation,
+                                              **dropout)
         else:
-            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            config = AutoConfig.from_pretrained(path, local_files_only=True, **dropout)
             config._attn_implementation = cfg.attn_implementation
             model = AutoModel.from_config(config)
         return BertFusion(model)

@@ -13,9 +13,18 @@ features come from the per-data-folder cache (:mod:`sail_core.features.media_cac
 The loop knows nothing of MLflow or Airflow: per-step metrics go through the
 ``log`` callback.
 
-Distributed: under ``torchrun`` (process group initialised before the call) the
-model is wrapped in DDP, negatives are gathered across ranks by the loss, each
-rank takes its slice of the same global batch, and only rank 0 logs and writes.
+Distributed: under ``torchrun`` (process group initialised before the call,
+:mod:`sail_core.train.distributed`) the model is wrapped in DDP (optionally with
+ZeRO-1 optimizer sharding), negatives are gathered across ranks by the loss, each
+rank takes its slice of the same global batch, and only rank 0 logs and writes;
+the logged loss is the mean over ranks. A pair step's random draws (text-field
+dropout, keyframes, hard negatives) are keyed by seed, step and sample, never by
+rank, so N ranks with batch B train like one process with batch N x B when
+dropout is off (tests/test_torchrun.py). Checkpoints hold every rank's RNG state.
+
+Device and precision: ``train.device`` (cpu, cuda), ``train.precision`` (fp32,
+bf16 autocast, pure bf16), ``model.gradient_checkpointing``, and
+``train.grad_cache_chunk`` (GradCache, :mod:`sail_core.train.grad_cache`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ import logging
 import random
 import shutil
 import time
+import zlib
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -56,6 +68,8 @@ from sail_core.data.splits import train_items
 from sail_core.train.aux_losses import AUX_FILE, AuxLosses, extra_patterns
 from sail_core.rec.sequence_encoder import CRE_FILE
 from sail_core.train.cre import CreTasks
+from sail_core.train.distributed import all_ranks, autocast, mean_over_ranks, train_device
+from sail_core.train.grad_cache import cached_embed
 from sail_core.train.patterns import PatternBatch, build_pattern_batch
 from sail_core.train.sampler import StochasticSpecialisationSampler
 from sail_core.train.stage_weights import BALANCE_FILE, stage_weights
@@ -116,33 +130,57 @@ def _param_groups(model: OmniEmbedder, stage: StageConfig) -> list[dict]:
             {"params": media, "weight_decay": stage.weight_decay, "lr": stage.media_lr}]
 
 
+def _no_op() -> None:
+    return None
+
+
 def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool,
-               detach_targets: bool = False, aux: AuxLosses | None = None):
+               detach_targets: bool = False, aux: AuxLosses | None = None, precision=nullcontext,
+               grad_cache_chunk: int | None = None):
     """Pattern-matched loss terms of one batch, plus the dataset's auxiliary terms (empty when no pattern had a
-    valid row)."""
+    valid row), and the function that finishes the backward after ``loss.backward()`` (GradCache's re-run of
+    the chunks; a no-op otherwise)."""
     if not batch.samples or not any_valid(batch.pairs):
-        return {}
-    z = embed_samples(net, model, batch.samples, modes, chunk=None if one_forward else 64)
+        return {}, _no_op
+    finish = _no_op
+    if grad_cache_chunk is not None:
+        z, finish = cached_embed(net, model, batch.samples, modes, grad_cache_chunk, precision)
+    else:
+        with precision():
+            z = embed_samples(net, model, batch.samples, modes, chunk=None if one_forward else 64).float()
     terms = pattern_losses(loss_fn, z, batch.dataset, batch.pairs, query_keys=batch.query_keys,
                            target_keys=batch.target_keys, negative_keys=batch.negative_keys,
                            detach_targets=detach_targets)
     if aux is not None:
         terms.update(aux(z, batch, loss_fn, detach_targets=detach_targets))
-    return terms
+    return terms, finish
 
 
-def _pair_step(cfg: Config, name: str, frame, pools: dict, inputs: ItemInputs, data_rng, extras: dict, net, model,
-               loss_fn: InfoNCELoss, modes: dict, size: int, aux: AuxLosses) -> tuple[dict, int]:
-    """A pair dataset's step: pattern batch (with mined negatives when the dataset has a pool) -> loss terms."""
+def _sample_rng(seed: int, step: int, key: tuple) -> np.random.Generator:
+    """The random draws of one training sample at one step: the same on any rank, in any batch."""
+    return np.random.default_rng([seed, 3, step, zlib.crc32(repr(key).encode())])
+
+
+def _pair_step(cfg: Config, name: str, frame, global_frame, pools: dict, inputs: ItemInputs, step: int,
+               extras: dict, net, model, loss_fn: InfoNCELoss, modes: dict, size: int, aux: AuxLosses,
+               precision) -> tuple[dict, int, object]:
+    """A pair dataset's step: pattern batch (with mined negatives when the dataset has a pool) -> loss terms.
+
+    Negatives are drawn for the whole step's rows (``global_frame``, identical on every rank) and this rank
+    keeps its slice, so the draws do not depend on the number of ranks."""
     negatives = None
     if name in pools:
-        negatives = pools[name].draw([side_key(r.get("query_item"), r.get("query_text"))
-                                      for r in frame.to_dict("records")])
-    batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True, rng=data_rng,
+        drawn = pools[name].draw([side_key(r.get("query_item"), r.get("query_text"))
+                                  for r in global_frame.to_dict("records")])
+        start = (len(global_frame) // size) * world()[0]
+        negatives = drawn[start : start + len(frame)]
+    batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True,
+                                sample_rng=partial(_sample_rng, cfg.train.seed, step),
                                 negatives=negatives, extra_patterns=extras[name])
-    terms = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1,
-                       detach_targets=not cfg.datasets[batch.dataset].target_gradient, aux=aux)
-    return terms, len(batch)
+    terms, finish = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1,
+                               detach_targets=not cfg.datasets[batch.dataset].target_gradient, aux=aux,
+                               precision=precision, grad_cache_chunk=cfg.train.grad_cache_chunk)
+    return terms, len(batch), finish
 
 
 def train_stage(
@@ -212,9 +250,13 @@ def train_stage(
         negatives_from = train_items(data_dir, inputs.items)  # never a val/test item
         for n in stage.hard_negative_datasets:
             pools[n] = HardNegativePool(load_hard_negatives(Path(negatives_dir or data_dir), n), negatives_from,
-                                        stage.hard_negatives, cfg.train.seed + rank)
+                                        stage.hard_negatives, cfg.train.seed)
 
-    model = load_initial_model(cfg, init_from)
+    device = train_device(cfg.train.device)
+    model = load_initial_model(cfg, init_from).to(device)
+    if cfg.train.precision == "bf16":
+        model.to(torch.bfloat16)
+    precision = partial(autocast, device, cfg.train.precision)
     cre = CreTasks(cfg, embedding_width(model.cfg), [n for n in stage.datasets if n in CRE_TASKS])
     cre_saved = Path(init_from) / CRE_FILE if init_from else None
     if cre_saved is not None and cre_saved.exists():  # an earlier CRE stage's sequence encoder and projection
@@ -228,8 +270,9 @@ def train_stage(
         {n: len(p) for n, p in pairs.items()}, weights, stage.batch_size, cfg.train.seed, rank, size,
     )
     model.train()
-    loss_fn = _loss_for(cfg, model, init_from)
-    aux = AuxLosses(cfg, embedding_width(model.cfg))
+    loss_fn = _loss_for(cfg, model, init_from).to(device)
+    aux = AuxLosses(cfg, embedding_width(model.cfg)).to(device)
+    cre.to(device)
     aux_saved = Path(init_from) / AUX_FILE if init_from else None
     if aux_saved is not None and aux_saved.exists():  # the previous stage's late-fusion gates
         aux.load_state_dict(torch.load(aux_saved, weights_only=True), strict=False)
@@ -238,19 +281,29 @@ def train_stage(
     temp_group = {"params": list(loss_fn.parameters()) + aux_params, "weight_decay": 0.0}
     if stage.temperature_lr is not None:
         temp_group["lr"] = stage.temperature_lr
-    optimizer = torch.optim.AdamW(_param_groups(model, stage) + [temp_group], lr=stage.lr)
-    data_rng = np.random.default_rng([cfg.train.seed, 3, rank])  # field dropout, keyframe sampling
+    groups = _param_groups(model, stage) + [temp_group]
+    if cfg.train.optimizer_sharding and size > 1:  # ZeRO-1: each rank keeps the AdamW states of its shard
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        optimizer = ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, lr=stage.lr)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=stage.lr)
+    data_rng = np.random.default_rng([cfg.train.seed, 3, rank])  # CRE steps' field dropout and keyframes
     # linear warm-up from 0 to the peak over warmup_steps, then cosine to 0 at steps; its state is checkpointed
     scheduler = get_cosine_schedule_with_warmup(optimizer, stage.warmup_steps, stage.steps)
     # the backbone's pooler (and a modality absent from a step) is unused, hence find_unused_parameters
-    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if size > 1 else model
+    net = model
+    if size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                        find_unused_parameters=True)
 
     ckpt_dir = out_dir / CHECKPOINTS
-    meta = {"seed": cfg.train.seed, "steps": stage.steps, "stage": stage.name, "batch_size": stage.batch_size}
+    meta = {"seed": cfg.train.seed, "steps": stage.steps, "stage": stage.name, "batch_size": stage.batch_size,
+            "world_size": size}
     start, history = 0, []
     last = latest_checkpoint(ckpt_dir)
     if last is not None:
-        state = load_checkpoint(last, expect=meta)
+        state = load_checkpoint(last, expect=meta if size == 1 else {**meta, "world_size": size})
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         if "aux" in state:
@@ -264,7 +317,8 @@ def train_stage(
             data_rng.bit_generator.state = state["data_rng"]
         for n, s in state.get("pools", {}).items():
             pools[n].load_state_dict(s)
-        set_rng_state(state["rng"])
+        ranks_rng = state.get("rank_rng") or [state["rng"]]
+        set_rng_state(ranks_rng[rank] if len(ranks_rng) == size else state["rng"])
         start, history = int(state["step"]), list(state.get("history", []))
         LOG.info("resumed stage %s from %s (step %d)", stage.name, last, start)
     resumed = {"resumed_from_step": float(start)} if start else {}  # logged with the first step this try runs
@@ -279,17 +333,21 @@ def train_stage(
     for step in range(start + 1, stage.steps + 1):
         name, rows = sampler.next()
         frame = pairs[name].iloc[rows]
+        optimizer.zero_grad(set_to_none=True)
+        finish = _no_op
         if name in CRE_TASKS:
-            terms = cre.terms(name, frame, net, model, inputs, loss_fn, data_rng, one_forward=size > 1)
+            with precision():
+                terms = cre.terms(name, frame, net, model, inputs, loss_fn, data_rng, one_forward=size > 1)
             batch_len = len(frame)
         else:
-            terms, batch_len = _pair_step(cfg, name, frame, pools, inputs, data_rng, extras, net, model, loss_fn,
-                                          modes, size, aux)
-        summed = [v for k, v in terms.items() if k.endswith("_loss")]
-        optimizer.zero_grad(set_to_none=True)
+            terms, batch_len, finish = _pair_step(cfg, name, frame, pairs[name].iloc[sampler.global_rows], pools,
+                                                  inputs, step, extras, net, model, loss_fn, modes, size, aux,
+                                                  precision)
+        summed = [v.float() for k, v in terms.items() if k.endswith("_loss")]
         if summed:
             loss = torch.stack(summed).sum()
             loss.backward()
+            finish()
         else:  # no row of this batch has any pattern's modalities: nothing to learn from it
             LOG.warning("step %d: no pattern of dataset %r applies to any row of the batch; update skipped", step, name)
             loss = torch.zeros(())
@@ -305,7 +363,7 @@ def train_stage(
         scheduler.step()
         samples += batch_len * size
 
-        record = {"step": step, "dataset": name, "loss": float(loss.detach()), "lr": lr,
+        record = {"step": step, "dataset": name, "loss": mean_over_ranks(float(loss.detach())), "lr": lr,
                   "grad_norm": float(grad_norm)}
         record.update({k: float(v.detach()) for k, v in terms.items()})
         record.update({f"temperature.{k}": v for k, v in loss_fn.temperatures.values().items() if k in pairs})
@@ -321,13 +379,17 @@ def train_stage(
                 resumed = {}
             progress.set_postfix(loss=f"{record['loss']:.3f}", ds=name, refresh=False)
             progress.update(1)
+        if step % stage.checkpoint_every == 0 and step < stage.steps:
+            ranks_rng = all_ranks(rng_state())  # every rank's: a resumed N-process run continues exactly
+            if hasattr(optimizer, "consolidate_state_dict"):  # ZeRO: gather the shards on rank 0 (all ranks call)
+                optimizer.consolidate_state_dict(to=0)
         if step % stage.checkpoint_every == 0 and step < stage.steps and lead:
             save_checkpoint(ckpt_dir, step, {
                 "model": model.state_dict(), "loss": loss_fn.state_dict(), "aux": aux.state_dict(),
                 "cre": cre.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
-                "pools": {n: p.state_dict() for n, p in pools.items()}, "rng": rng_state(),
+                "pools": {n: p.state_dict() for n, p in pools.items()}, "rng": ranks_rng[0], "rank_rng": ranks_rng,
                 "data_rng": data_rng.bit_generator.state,
                 "history": history, "meta": meta,
             })

@@ -18,6 +18,7 @@ pattern, a :class:`sail_core.losses.patterns.PatternPairs` of indices into it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -61,8 +62,9 @@ def _side(r: dict, prefix: str, where: str) -> tuple[str | None, str | None]:
 class _Builder:
     """Unique samples keyed by (side, modality, instruction)."""
 
-    def __init__(self, inputs: ItemInputs, train: bool, rng: np.random.Generator):
-        self.inputs, self.train, self.rng = inputs, train, rng
+    def __init__(self, inputs: ItemInputs, train: bool, rng: np.random.Generator,
+                 sample_rng: Callable[[tuple], np.random.Generator] | None = None):
+        self.inputs, self.train, self.rng, self.sample_rng = inputs, train, rng, sample_rng
         self.samples: list[OmniSample] = []
         self.where: dict[tuple, int] = {}
 
@@ -72,7 +74,8 @@ class _Builder:
         key = (item, text, modality, instruction)
         if key not in self.where:
             self.where[key] = len(self.samples)
-            self.samples.append(self.inputs.side(item, text, modality, instruction, self.train, self.rng))
+            rng = self.sample_rng(key) if self.sample_rng is not None else self.rng
+            self.samples.append(self.inputs.side(item, text, modality, instruction, self.train, rng))
         return self.where[key]
 
 
@@ -86,8 +89,14 @@ def build_pattern_batch(
     negatives: list[list[str]] | None = None,
     patterns: list[str] | None = None,
     extra_patterns: list[str] | None = None,
+    sample_rng: Callable[[tuple], np.random.Generator] | None = None,
 ) -> PatternBatch:
-    """Inputs and per-pattern indices for ``rows`` (``patterns`` defaults to ``ds_cfg.patterns``)."""
+    """Inputs and per-pattern indices for ``rows`` (``patterns`` defaults to ``ds_cfg.patterns``).
+
+    Training draws (text-field dropout, keyframe picks) come from ``rng`` in sample order, or, with
+    ``sample_rng``, from ``sample_rng(key)`` for each sample's ``(item, text, modality, instruction)``: then a
+    sample gets the same draws whichever rank builds it and whatever else is in the batch (the training loop
+    keys it by seed and step, so that N ranks see what one process sees on the same global batch)."""
     rng = rng if rng is not None else np.random.default_rng(0)
     records = rows.to_dict("records")
     if negatives is not None and (len(negatives) != len(records) or len({len(n) for n in negatives}) != 1):
@@ -98,7 +107,7 @@ def build_pattern_batch(
         for item in (qi, ti):
             if item is not None:
                 inputs.item(item)  # clear error for an unknown item
-    build = _Builder(inputs, train, rng)
+    build = _Builder(inputs, train, rng, sample_rng)
     def pattern_pairs(pattern: str, with_negatives: bool) -> PatternPairs:
         qm, tm = split_pattern(pattern)
         q_idx = [build.index(*q, qm, ds_cfg.query_instruction) for q, _ in sides]

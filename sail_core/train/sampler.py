@@ -66,6 +66,8 @@ class StochasticSpecialisationSampler:
             self.epochs[name] += 1
         start = self._pos[name] + self.rank * per_rank
         rows = np.asarray(self._order[name][start : start + per_rank], dtype=np.int64)
+        # the whole step's rows over all ranks, this rank's slice at [rank * per_rank, (rank + 1) * per_rank)
+        self.global_rows = np.asarray(self._order[name][self._pos[name] : self._pos[name] + global_size], dtype=np.int64)
         self._pos[name] += global_size
         self.counts[name] += 1
         return name, rows
