@@ -219,13 +219,24 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint instead of starting over"),
     stage: Optional[str] = typer.Option(None, "--stage", help="train only this stage of train.stages, from the previous stage's model (what each DVC train@NAME stage runs)"),
 ):
-    """Run the configured training stages in order, or one of them (logged to MLflow)."""
-    from sail_core import pipeline
+    """Run the configured training stages in order, or one of them (logged to MLflow).
 
-    if stage is None:
-        _print(_run(pipeline.train, _run(_cfg), _ws(), resume=resume))
-    else:
-        _print(_run(pipeline.train_stage, _run(_cfg), _ws(), stage, resume=resume))
+    Under `torchrun --nproc_per_node N sail train` the N processes train together (gloo on the CPU, NCCL on
+    CUDA; stage.batch_size rows per process): rank 0 logs, writes and prints."""
+    from sail_core import pipeline
+    from sail_core.train.distributed import init_from_env, shutdown
+
+    cfg = _run(_cfg)
+    rank, _ = _run(init_from_env, cfg.train.device)
+    try:
+        if stage is None:
+            result = _run(pipeline.train, cfg, _ws(), resume=resume)
+        else:
+            result = _run(pipeline.train_stage, cfg, _ws(), stage, resume=resume)
+    finally:
+        shutdown()
+    if rank == 0:
+        _print(result)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 from rich.console import Console
 
@@ -234,14 +235,11 @@ def mine(cfg: Config, ws: Workspace, name: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- train
-def train(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
-    """Train stage ``name`` (see :func:`sail_core.pipeline.steps.train_stage`), unless an output with the same
-    key exists; logs to the nested run ``train.<name>``."""
-    import mlflow
-
+def _prepare_train(cfg: Config, ws: Workspace, name: str, resume: bool) -> dict:
+    """Rank 0's part before training stage ``name``: pull its inputs, decide whether an output with the same key
+    can be taken, clear or restore its checkpoints. Returns the plan every rank follows (plain data)."""
     from sail_core.pipeline import tracking
     from sail_core.train.checkpoint import CHECKPOINTS
-    from sail_core.train.loop import train_stage as run_stage
 
     i, stage = stage_of(cfg, name)
     start = start_model(cfg, i)
@@ -260,22 +258,47 @@ def train(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
                       f"starting model (key {key[:12]}, {where}); not retrained")
         tracking.set_tags(ws.mlflow_run_id, {_tag("train", name): key})
         tracking.log_metrics(ws.mlflow_run_id, {f"train.{name}.reused": 1.0})
-        return {**done.get("summary", {}), "reused": True}
+        return {"reused": {**done.get("summary", {}), "reused": True}}
     out = ws.wd.root / path
     if not resume:
         shutil.rmtree(out, ignore_errors=True)
     elif ws.restore_checkpoints(name, out / CHECKPOINTS):
         console.print(f"train: stage {name} resumes from the checkpoints in {ws.url}")
+    return {"reused": None, "key": key, "path": path, "out": str(out), "data": str(ws.wd.validated),
+            "init_from": str(init_from) if init_from else None,
+            "negatives_dir": str(ws.wd.root / mined_path(name)) if stage.hard_negatives else None,
+            "teacher_dir": str(ws.wd.root / TEACHER) if _cre(stage) else None}
+
+
+def train(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
+    """Train stage ``name`` (see :func:`sail_core.pipeline.steps.train_stage`), unless an output with the same
+    key exists; logs to the nested run ``train.<name>``.
+
+    Under ``torchrun`` every rank calls this: rank 0 prepares (pulls, decides reuse), logs and pushes; the
+    other ranks train their slice of each batch from the plan rank 0 hands them and write nothing."""
+    import mlflow
+
+    from sail_core.losses.gather import world
+    from sail_core.pipeline import tracking
+    from sail_core.train.distributed import lead_then_share
+    from sail_core.train.loop import train_stage as run_stage
+
+    _, stage = stage_of(cfg, name)
+    plan = lead_then_share(lambda: _prepare_train(cfg, ws, name, resume))
+    if plan["reused"] is not None:
+        return plan["reused"]
+    where = {k: Path(plan[k]) if plan[k] else None for k in ("init_from", "negatives_dir", "teacher_dir")}
+    out, path, key = Path(plan["out"]), plan["path"], plan["key"]
+    if world()[0] != 0:
+        return run_stage(cfg, stage, Path(plan["data"]), out, log=None, **where)
 
     def log(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     with tracking.resume_run(ws.mlflow_run_id), child_run(ws, "train", name):
         mlflow.log_params({k: v for k, v in stage.model_dump(mode="json").items()})
-        summary = run_stage(cfg, stage, ws.wd.validated, out, init_from=init_from, log=log,
-                            on_checkpoint=lambda folder: ws.save_checkpoints(name, folder),
-                            negatives_dir=ws.wd.root / mined_path(name) if stage.hard_negatives else None,
-                            teacher_dir=ws.wd.root / TEACHER if _cre(stage) else None)
+        summary = run_stage(cfg, stage, Path(plan["data"]), out, log=log,
+                            on_checkpoint=lambda folder: ws.save_checkpoints(name, folder), **where)
         summary = json.loads(json.dumps(summary, default=str))
         for f in sorted(out.glob("*.png")) + [out / "train_metrics.json", out / "sequences.parquet"]:
             if f.exists():

@@ -230,16 +230,31 @@ def train(cfg: Config, ws: Workspace, resume: bool = False) -> dict:
     A fresh run clears old stage outputs; ``resume=True`` keeps them and
     continues from the last checkpoint (for a retry after a failure).
     """
+    from sail_core.train.distributed import lead_then_share
+
+    lead_then_share(lambda: _start_cli_run(cfg, ws, 0, resume))  # before a first stage's mining logs to it
     summaries = {}
     for stage in cfg.train.stages:
-        if stage.hard_negatives:
-            mine(cfg, ws, stage.name)
-        summaries[stage.name] = train_stage(cfg, ws, stage.name, resume=resume)["summary"]
+        if stage.hard_negatives:  # under torchrun, rank 0 mines while the others wait
+            lead_then_share(lambda: mine(cfg, ws, stage.name))
+        summaries[stage.name] = train_stage(cfg, ws, stage.name, resume=resume, start_run=False)["summary"]
     console.print(f"[green]train[/]: {len(summaries)} stage(s) done; MLflow run {ws.mlflow_run_id}")
     return {"run_id": ws.mlflow_run_id, "stages": summaries}
 
 
-def train_stage(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> dict:
+def _start_cli_run(cfg: Config, ws: Workspace, i: int, resume: bool) -> None:
+    """In the project workspace, a first stage (``i == 0``) starts the pipeline's MLflow run unless resuming."""
+    from sail_core.pipeline import tracking
+
+    if ws.is_project and not (ws.has_run() and (i > 0 or resume)):
+        from sail_core.pipeline.workspace import new_run_id
+
+        run_id = new_run_id("cli")
+        ws.remember_run(run_id, tracking.start_pipeline_run(cfg, run_id, {"sail.data_hash": data_hash(ws),
+                                                                          "sail.workspace": ws.url}))
+
+
+def train_stage(cfg: Config, ws: Workspace, name: str, resume: bool = False, start_run: bool = True) -> dict:
     """Train the configured stage ``name``: the first from the untrained model, a later one from the
     model of the stage before it (``models/<previous>/model``), into ``models/<name>``, logged to its own
     nested MLflow run (:mod:`sail_core.pipeline.stages`). A stage already trained with the same configuration,
@@ -250,16 +265,16 @@ def train_stage(cfg: Config, ws: Workspace, name: str, resume: bool = False) -> 
     last checkpoint (in a run workspace, the checkpoint the workspace store holds), for a retry after a
     failure. Each checkpoint is copied to the workspace store as it is written.
     """
-    from sail_core.pipeline import stages, tracking
+    from sail_core.losses.gather import world
+    from sail_core.pipeline import stages
+    from sail_core.train.distributed import lead_then_share
 
     i, _ = stages.stage_of(cfg, name)
-    if ws.is_project and not (ws.has_run() and (i > 0 or resume)):
-        from sail_core.pipeline.workspace import new_run_id
-
-        run_id = new_run_id("cli")
-        ws.remember_run(run_id, tracking.start_pipeline_run(cfg, run_id, {"sail.data_hash": data_hash(ws),
-                                                                          "sail.workspace": ws.url}))
+    if start_run:  # `sail train` (all stages) has started it already
+        lead_then_share(lambda: _start_cli_run(cfg, ws, i, resume))  # under torchrun: rank 0 only
     summary = _jsonable(stages.train(cfg, ws, name, resume=resume))
+    if world()[0] != 0:
+        return {"run_id": None, "stage": name, "summary": summary}
     console.print(f"[green]train[/]: stage {name} {'reused' if summary.get('reused') else 'done'} "
                   f"({i + 1} of {len(cfg.train.stages)}); MLflow run {ws.mlflow_run_id}")
     return {"run_id": ws.mlflow_run_id, "stage": name, "summary": summary}
