@@ -134,7 +134,7 @@ def _no_op() -> None:
     return None
 
 
-def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool,
+def step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool,
                detach_targets: bool = False, aux: AuxLosses | None = None, precision=nullcontext,
                grad_cache_chunk: int | None = None):
     """Pattern-matched loss terms of one batch, plus the dataset's auxiliary terms (empty when no pattern had a
@@ -154,6 +154,30 @@ def _step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBat
     if aux is not None:
         terms.update(aux(z, batch, loss_fn, detach_targets=detach_targets))
     return terms, finish
+
+
+def backward_and_step(terms: dict, finish, optimizer, scheduler, params: list, grad_clip: float,
+                      outside_ddp: list) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The second half of a training step: sum the ``*_loss`` terms, backward (and GradCache's ``finish``),
+    average the gradients of the parameters that live outside DDP (temperatures, gates) over the ranks,
+    clip, step the optimiser and the schedule. Returns ``(loss, grad norm, lr used)``."""
+    summed = [v.float() for k, v in terms.items() if k.endswith("_loss")]
+    loss = torch.stack(summed).sum() if summed else torch.zeros(())
+    if summed:
+        loss.backward()
+        finish()
+    _, size = world()
+    if size > 1:
+        for p in outside_ddp:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= size
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    return loss, grad_norm, lr
 
 
 def _sample_rng(seed: int, step: int, key: tuple) -> np.random.Generator:
@@ -177,7 +201,7 @@ def _pair_step(cfg: Config, name: str, frame, global_frame, pools: dict, inputs:
     batch = build_pattern_batch(frame, name, cfg.datasets[name], inputs, train=True,
                                 sample_rng=partial(_sample_rng, cfg.train.seed, step),
                                 negatives=negatives, extra_patterns=extras[name])
-    terms, finish = _step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1,
+    terms, finish = step_loss(net, model, loss_fn, batch, modes, one_forward=size > 1,
                                detach_targets=not cfg.datasets[batch.dataset].target_gradient, aux=aux,
                                precision=precision, grad_cache_chunk=cfg.train.grad_cache_chunk)
     return terms, len(batch), finish
@@ -343,24 +367,10 @@ def train_stage(
             terms, batch_len, finish = _pair_step(cfg, name, frame, pairs[name].iloc[sampler.global_rows], pools,
                                                   inputs, step, extras, net, model, loss_fn, modes, size, aux,
                                                   precision)
-        summed = [v.float() for k, v in terms.items() if k.endswith("_loss")]
-        if summed:
-            loss = torch.stack(summed).sum()
-            loss.backward()
-            finish()
-        else:  # no row of this batch has any pattern's modalities: nothing to learn from it
+        if not any(k.endswith("_loss") for k in terms):  # no row has any pattern's modalities: nothing to learn
             LOG.warning("step %d: no pattern of dataset %r applies to any row of the batch; update skipped", step, name)
-            loss = torch.zeros(())
-        if size > 1:  # temperatures and late-fusion gates live outside DDP: average their gradients by hand
-            for p in list(loss_fn.parameters()) + aux_params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-                p.grad /= size
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
+        loss, grad_norm, lr = backward_and_step(terms, finish, optimizer, scheduler, params, stage.grad_clip,
+                                                list(loss_fn.parameters()) + aux_params)
         samples += batch_len * size
 
         record = {"step": step, "dataset": name, "loss": mean_over_ranks(float(loss.detach())), "lr": lr,
