@@ -38,7 +38,10 @@ summary, is reported beside it).
 Precision (``--precision``, ``train.precision``'s values) applies to both sides: ``fp32``
 (TF32 matmuls on CUDA), ``bf16-autocast`` (fp32 weights, bf16 autocast), ``bf16`` (pure
 bf16 weights, gradients and AdamW states, plus autocast; the default on CUDA, as in the
-reference setup). ``--grad-ckpt`` turns on activation checkpointing on both sides.
+reference setup). ``--grad-ckpt`` turns on activation checkpointing on both sides. On the
+CPU, ``bf16`` stops in our model (the audio adapter's LayerNorm, bf16 weights, meets the
+fp32 clip vectors, which CPU autocast does not cast; CUDA autocast runs LayerNorm in fp32),
+so the CPU smoke runs ``fp32`` or ``bf16-autocast``.
 
 Model FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one
 forward + backward of one query/target pair of each side (no checkpointing, no GradCache,
@@ -404,9 +407,9 @@ def guarded(side: str, fn, device: torch.device) -> dict:
     try:
         return fn()
     except torch.OutOfMemoryError as err:
-        free(device)
-        return {"side": side, "error": f"out of memory: {str(err).splitlines()[0]}; try --grad-ckpt, "
-                                       "--grad-cache-chunk or fewer --queries"}
+        message = f"out of memory: {str(err).splitlines()[0]}; try --grad-ckpt, --grad-cache-chunk or fewer --queries"
+    free(device)  # outside the handler: the traceback (and the side's tensors in its frames) is gone by now
+    return {"side": side, "error": message}
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -426,8 +429,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--scale", choices=["paper", "small"], default="paper", help="paper = the paper profile; small = CPU smoke size")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--queries", type=int, default=None, help="query/target pairs per step (default 128 on CUDA, 4 on CPU)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per side (default 10 on CUDA, 2 on CPU)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on CUDA, 1 on CPU)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per side (default 10 on CUDA, 5 on CPU)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on CUDA, 2 on CPU)")
     ap.add_argument("--precision", choices=["fp32", "bf16-autocast", "bf16"], default=None,
                     help="train.precision for both sides (default bf16 on CUDA, fp32 on CPU)")
     ap.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing on both sides")
@@ -440,12 +443,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     cuda = device.type == "cuda"
+    if cuda and device.index is None:  # torch.cuda.set_device refuses a CUDA device without an index
+        device = torch.device("cuda", torch.cuda.current_device())
     out = Path(args.out) if args.out else (GPU_OUT if cuda else CPU_OUT)
     if not cuda and out.resolve() == GPU_OUT.resolve():
         ap.error(f"{GPU_OUT.relative_to(REPO)} holds GPU figures only; give a CPU run another --out")
     queries = args.queries or (128 if cuda else 4)
-    steps = args.steps or (10 if cuda else 2)
-    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    steps = args.steps or (10 if cuda else 5)
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 2)
     precision = args.precision or ("bf16" if cuda else "fp32")
     if queries < 2:
         ap.error("--queries must be at least 2 (in-batch negatives)")

@@ -32,7 +32,7 @@ def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_cpu_smoke_writes_both_rows_and_their_ratio(tmp_path):
     out = tmp_path / "train_step.json"
-    done = run_bench(tmp_path, "--out", str(out))
+    done = run_bench(tmp_path, "--queries", "4", "--warmup", "1", "--steps", "2", "--out", str(out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
 
