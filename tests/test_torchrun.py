@@ -12,8 +12,9 @@ must give the same loss curve. The logged loss of the 2-process run is the mean 
 loss, which equals the 1-process loss on the same 8 rows because every loss is a mean over queries against
 the gathered candidates. Randomness that would differ is switched off: ``model.inputs.field_dropout`` and
 ``model.dropout`` (the backbone's dropout); keyframe picks and hard negatives are keyed by seed, step and
-sample, so they match without switching off. Tolerance: 1e-4 absolute + 1e-3 relative per step (float
-reduction order differs: one padded forward per rank instead of length-sorted chunks).
+sample, so they match without switching off. Tolerance: 1e-4 absolute + 5e-4 relative per step (float
+reduction order differs: one padded forward per rank instead of length-sorted chunks; seen here: at most
+6e-5 relative over the 4 steps, while the backbone's dropout left on moves step 1 by 14%).
 
 Also checked: only rank 0 logs to MLflow (one train child run, four loss points), and the 2-process
 checkpoint holds both ranks' RNG states.
@@ -69,7 +70,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     print(f"loss per step, 1 process: {one}\n2 processes: {two}")
     assert len(one) == len(two) == STAGE["steps"]
     for step, (a, b) in enumerate(zip(one, two), start=1):
-        assert abs(a - b) <= 1e-4 + 1e-3 * abs(a), f"step {step}: 1 process {a:.6f} vs 2 processes {b:.6f}"
+        assert abs(a - b) <= 1e-4 + 5e-4 * abs(a), f"step {step}: 1 process {a:.6f} vs 2 processes {b:.6f}"
     assert proc.stdout.count('"run_id"') == 1, "only rank 0 prints the result"
 
 
