@@ -80,7 +80,7 @@ def model_dir(repo_dir: str | Path, cfg: ServeConfig) -> Path:
 
 
 def _model_config(name: str, versions: list[int], max_batch_size: int, providers: str,
-                  limits: dict[str, int | float]) -> mc.ModelConfig:
+                  limits: dict[str, int | float], runtime: dict[str, int | bool] | None = None) -> mc.ModelConfig:
     """The fields both variants share: python backend, the optional inputs, the outputs, the pinned versions,
     and the request limits (``serve.limits``, one string parameter each, read by ``backend/model.py``).
 
@@ -93,17 +93,23 @@ def _model_config(name: str, versions: list[int], max_batch_size: int, providers
     config.output.add(name="EMBEDDING", data_type=mc.TYPE_FP32, dims=[-1])
     config.output.add(name="SID", data_type=mc.TYPE_INT32, dims=[-1])
     config.parameters["onnx_providers"].string_value = providers
-    config.parameters["intra_op_threads"].string_value = "0"
+    runtime = {"intra_op_threads": 0, **(runtime or {})}
+    for key, value in runtime.items():  # booleans as "1"/"0"
+        config.parameters[key].string_value = str(int(value)) if isinstance(value, bool) else str(value)
     for key, value in limits.items():
         config.parameters[key].string_value = str(value)
     return config
 
 
 def cpu_config(cfg: ServeConfig, versions: list[int]) -> mc.ModelConfig:
-    """The CPU model config: python backend running onnxruntime, dynamic batching, one CPU instance."""
-    config = _model_config(cfg.triton_model, versions, cfg.max_batch_size, "CPUExecutionProvider", cfg.limit_values())
-    config.dynamic_batching.max_queue_delay_microseconds = 2000
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    """The CPU model config: python backend running onnxruntime, with ``serve``'s dynamic batching
+    (``max_queue_delay_us``, ``preferred_batch_sizes``), ``instances`` CPU instances, and the onnxruntime
+    threads and encoder/vision batches of ``cfg.backend_settings()`` as parameters ``backend/model.py`` reads."""
+    config = _model_config(cfg.triton_model, versions, cfg.max_batch_size, "CPUExecutionProvider",
+                           cfg.limit_values(), cfg.backend_settings())
+    config.dynamic_batching.max_queue_delay_microseconds = cfg.max_queue_delay_us
+    config.dynamic_batching.preferred_batch_size.extend(cfg.preferred_batch_sizes)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=cfg.instances)
     return config
 
 
@@ -115,7 +121,8 @@ def gpu_config(cfg: ServeConfig, versions: list[int]) -> mc.ModelConfig:
     """
     batch = max(cfg.max_batch_size, 256)
     limits = {**cfg.limit_values(), "max_rows": cfg.limits.max_rows or batch}
-    config = _model_config(cfg.triton_model, versions, batch, "CUDAExecutionProvider,CPUExecutionProvider", limits)
+    config = _model_config(cfg.triton_model, versions, batch, "CUDAExecutionProvider,CPUExecutionProvider", limits,
+                           {"vision_batch": 32})  # a GPU wants whole batches of images
     config.dynamic_batching.preferred_batch_size.extend([64, 128])
     config.dynamic_batching.max_queue_delay_microseconds = 1000
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=2, gpus=[0])

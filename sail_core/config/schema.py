@@ -466,6 +466,21 @@ class ServeConfig(_Strict):
     max_batch_size: int = Field(64, ge=1)
     startup_timeout_s: float = Field(120.0, gt=0)
     limits: ServeLimits = ServeLimits()
+    # How Triton runs the model on CPUs (written into config.pbtxt by serving/repository.py; the in-process
+    # onnxruntime reference of bench/serving.py takes the same thread settings). See bench/README.md, "Serving".
+    instances: int = Field(1, ge=1, description="CPU model instances (one python-backend process each)")
+    max_queue_delay_us: int = Field(2000, ge=0, description="dynamic batching: longest wait for more requests")
+    preferred_batch_sizes: list[int] = Field(default_factory=list, description=(
+        "dynamic batching: batch sizes (rows) Triton sends as soon as it has them; empty = as large as possible"))
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0 = onnxruntime's default")
+    inter_op_threads: int = Field(0, ge=0, description="onnxruntime inter-op threads; 0 = onnxruntime's default")
+    allow_spinning: bool = Field(True, description="onnxruntime's idle threads spin (fast on idle cores, "
+                                                    "wasteful on shared ones)")
+    encoder_batch: int = Field(0, ge=0, description=(
+        "rows per encoder call: a batch is sorted by text length and run in chunks of this many rows "
+        "(less padding); 0 = the whole batch in one call"))
+    vision_batch: int = Field(4, ge=1, description=(
+        "images per vision_encoder.onnx call (on CPUs small batches run faster per image)"))
 
     @model_validator(mode="after")
     def _rows_within_batch(self) -> "ServeConfig":
@@ -474,7 +489,19 @@ class ServeConfig(_Strict):
             raise ValueError(f"serve.limits.max_rows = {rows} is above serve.max_batch_size = {self.max_batch_size}: "
                              "Triton refuses a request of more than max_batch_size rows before the model sees it; "
                              "lower serve.limits.max_rows or raise serve.max_batch_size too")
+        above = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if above:
+            raise ValueError(f"serve.preferred_batch_sizes {above} must lie in 1..serve.max_batch_size = "
+                             f"{self.max_batch_size} (Triton refuses the model otherwise); fix them in params.yaml")
         return self
+
+    def backend_settings(self) -> dict[str, int | bool]:
+        """How the backend runs onnxruntime (threads, spinning, encoder and vision batches): the keywords of
+        ``serving.backend.embedder.OnnxEmbedder`` and the parameters of the CPU ``config.pbtxt``, so that
+        Triton's backend and an in-process reference run with the same settings."""
+        return {"intra_op_threads": self.intra_op_threads, "inter_op_threads": self.inter_op_threads,
+                "allow_spinning": self.allow_spinning, "encoder_batch": self.encoder_batch,
+                "vision_batch": self.vision_batch}
 
     def limit_values(self) -> dict[str, int | float]:
         """The request limits with ``max_rows`` resolved (null = ``max_batch_size``): what the backend enforces."""

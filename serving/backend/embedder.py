@@ -46,7 +46,7 @@ from sail_core.preprocess.feeds import encoder_feeds
 from sail_core.preprocess.segments import SegmentTokenizer
 
 NORM_EPS = 1e-12  # the same clamp as torch.nn.functional.normalize
-VISION_BATCH = 32
+VISION_BATCH = 4  # images per vision call: on CPUs, batches above 4 ran slower per image (bench/README.md)
 MODALITY_INPUTS = ("TEXT", "IMAGE", "FRAMES", "AUDIO")
 
 
@@ -127,13 +127,21 @@ def _column(values: Sequence | None, n: int, name: str) -> list:
     return values
 
 
-def _session(path: Path, providers: list[str], threads: int, device_id: int):
+def _session(path: Path, providers: list[str], threads: int, device_id: int, inter_op_threads: int = 0,
+             allow_spinning: bool = True):
+    """An onnxruntime session with the configured threads (``serve.intra_op_threads`` etc.; 0 = onnxruntime's
+    default). Spinning off: idle pool threads sleep instead of busy-waiting, which matters on shared cores."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if inter_op_threads:
+        opts.inter_op_num_threads = int(inter_op_threads)
+    if not allow_spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options = [{"device_id": device_id} if p == "CUDAExecutionProvider" else {} for p in providers]
     return ort.InferenceSession(str(path), opts, providers=providers, provider_options=options)
 
@@ -158,8 +166,14 @@ class OnnxEmbedder:
     """
 
     def __init__(self, model_dir: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0,
-                 device_id: int = 0, limits: Limits | Mapping | None = None):
-        """``limits``: a :class:`Limits`, or ``serve.limits`` values (``ServeConfig.limit_values()``); None = defaults."""
+                 device_id: int = 0, limits: Limits | Mapping | None = None, inter_op_threads: int = 0,
+                 allow_spinning: bool = True, encoder_batch: int = 0, vision_batch: int = VISION_BATCH):
+        """``limits``: a :class:`Limits`, or ``serve.limits`` values (``ServeConfig.limit_values()``); None = defaults.
+        The other keywords are ``ServeConfig.backend_settings()``: onnxruntime threads and spinning,
+        ``encoder_batch`` (rows per encoder call after sorting by text length; 0 = one call) and
+        ``vision_batch`` (images per vision call)."""
+        self.encoder_batch = int(encoder_batch)
+        self.vision_batch = int(vision_batch)
         model_dir = Path(model_dir)
         self.limits = limits if isinstance(limits, Limits) else Limits.from_mapping(limits or {})
         self.meta = m = read_export_meta(model_dir)
@@ -171,8 +185,9 @@ class OnnxEmbedder:
         self.audio_dim = int(m.audio_dim)
         self.tokenizer = SegmentTokenizer(model_dir / m.tokenizer_file, int(m.max_length), int(m.max_instruction_length))
         providers = providers or ["CPUExecutionProvider"]
-        self.encoder = _session(model_dir / m.onnx_file, providers, intra_op_threads, device_id)
-        self.vision = _session(model_dir / m.vision_file, providers, intra_op_threads, device_id)
+        threads = (intra_op_threads, device_id, inter_op_threads, allow_spinning)
+        self.encoder = _session(model_dir / m.onnx_file, providers, *threads)
+        self.vision = _session(model_dir / m.vision_file, providers, *threads)
         mel, emb = (model_dir / f for f in m.speech_files)
         self.speech = SpeechEmbedder(threads=1, chunk_seconds=float(m.audio_chunk_seconds), models=(mel, emb))
 
@@ -283,8 +298,9 @@ class OnnxEmbedder:
 
     # -- inference --------------------------------------------------------------------------
     def _features(self, pixels: list[np.ndarray]) -> np.ndarray:
-        out = [self.vision.run(None, {"pixels": np.stack(pixels[s : s + VISION_BATCH]).astype(np.float32)})[0]
-               for s in range(0, len(pixels), VISION_BATCH)]
+        step = self.vision_batch
+        out = [self.vision.run(None, {"pixels": np.stack(pixels[s : s + step]).astype(np.float32)})[0]
+               for s in range(0, len(pixels), step)]
         return np.concatenate(out) if out else np.zeros((0, *self.feature_shape), dtype=np.float32)
 
     def embed_rows(self, rows: list[Row]) -> np.ndarray:
@@ -300,6 +316,19 @@ class OnnxEmbedder:
             k = 0 if r.frames is None else len(r.frames)
             frames.append(feats[i : i + k] if k else None)
             i += k
+        chunk = self.encoder_batch
+        if not chunk or len(rows) <= chunk:
+            return self._encode(rows, cover, frames)
+        # Sorted by text length, chunks pad to their own longest text rather than the batch's.
+        order = sorted(range(len(rows)), key=lambda j: len(rows[j].text or ""))
+        out = np.empty((len(rows), self.hidden_size), dtype=np.float32)
+        for s in range(0, len(order), chunk):
+            part = order[s : s + chunk]
+            out[part] = self._encode([rows[j] for j in part], [cover[j] for j in part], [frames[j] for j in part])
+        return out
+
+    def _encode(self, rows: list[Row], cover: list, frames: list) -> np.ndarray:
+        """One ``model.onnx`` call for ``rows`` and their vision features."""
         feeds = encoder_feeds(self.tokenizer, [r.instruction for r in rows], [r.text for r in rows],
                               [r.audio for r in rows], cover, frames, self.audio_dim, self.feature_shape)
         return self.encoder.run([self.meta.output], feeds)[0].astype(np.float32)

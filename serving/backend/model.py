@@ -71,8 +71,14 @@ class TritonPythonModel:
         device_id = int(args.get("model_instance_device_id", 0) or 0)
         from embedder import Limits, OnnxEmbedder  # noqa: E402  (lives next to this file)
 
-        # serve.limits, written into config.pbtxt by serving/repository.py (absent: the defaults)
-        self.embedder = OnnxEmbedder(version_dir, providers, threads, device_id, limits=Limits.from_mapping(params))
+        # serve.limits and the serve thread/batch settings, written into config.pbtxt by serving/repository.py
+        # (absent: the defaults)
+        self.embedder = OnnxEmbedder(
+            version_dir, providers, threads, device_id, limits=Limits.from_mapping(params),
+            inter_op_threads=int(params.get("inter_op_threads", "0") or 0),
+            allow_spinning=params.get("allow_spinning", "1") != "0",
+            encoder_batch=int(params.get("encoder_batch", "0") or 0),
+            **({"vision_batch": int(params["vision_batch"])} if params.get("vision_batch") else {}))
         self.version = args["model_version"]
         self.codebooks = None  # semantic-ID codebooks, when the version was promoted with them
         codebooks = os.path.join(version_dir, "sid", "codebooks.npz")
