@@ -468,15 +468,15 @@ class ServeConfig(_Strict):
     limits: ServeLimits = ServeLimits()
     # How Triton runs the model on CPUs (written into config.pbtxt by serving/repository.py; the in-process
     # onnxruntime reference of bench/serving.py takes the same thread settings). See bench/README.md, "Serving".
-    instances: int = Field(1, ge=1, description="CPU model instances (one python-backend process each)")
+    instances: int = Field(2, ge=1, description="CPU model instances (one python-backend process each)")
     max_queue_delay_us: int = Field(2000, ge=0, description="dynamic batching: longest wait for more requests")
     preferred_batch_sizes: list[int] = Field(default_factory=list, description=(
         "dynamic batching: batch sizes (rows) Triton sends as soon as it has them; empty = as large as possible"))
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0 = onnxruntime's default")
+    intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per session; 0 = onnxruntime's default")
     inter_op_threads: int = Field(0, ge=0, description="onnxruntime inter-op threads; 0 = onnxruntime's default")
-    allow_spinning: bool = Field(True, description="onnxruntime's idle threads spin (fast on idle cores, "
+    allow_spinning: bool = Field(False, description="onnxruntime's idle threads spin (fast on idle cores, "
                                                     "wasteful on shared ones)")
-    encoder_batch: int = Field(0, ge=0, description=(
+    encoder_batch: int = Field(16, ge=0, description=(
         "rows per encoder call: a batch is sorted by text length and run in chunks of this many rows "
         "(less padding); 0 = the whole batch in one call"))
     vision_batch: int = Field(4, ge=1, description=(
