@@ -1,5 +1,6 @@
 """A real Airflow for tests: the scheduler with the LocalExecutor, the dag-processor and the api-server, on
-SQLite and 127.0.0.1, in a temporary AIRFLOW_HOME and SAIL_HOME. Tests trigger ``sail_pipeline`` through its
+SQLite (or a PostgreSQL database given to :class:`Airflow`) and 127.0.0.1, in a temporary AIRFLOW_HOME and
+SAIL_HOME. Tests trigger ``sail_pipeline`` through its
 REST API (with a login, as a user would) and read run and task states from its metadata database.
 
 ``dag.test()`` runs every task inside the test's own process; here each task runs in a process the
@@ -86,11 +87,22 @@ def write_data(demo_data: Path, root: Path) -> tuple[Path, Path, str]:
     return good, bad, str(items.loc[row, "item_id"])
 
 
+def tests_params(good: Path, bad: Path) -> dict:
+    """The repository's params.yaml plus the tests' profiles (:data:`RESUME`, :data:`GOOD`, :data:`BAD`) on
+    data copies ``good`` and ``bad`` (:func:`write_data`)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profiles"].update(_profiles(params["profiles"]["tiny"], good, bad))
+    return params
+
+
 class Airflow:
     """One Airflow installation under ``root``: ``root/airflow`` (AIRFLOW_HOME), ``root/home`` (SAIL_HOME),
-    ``root/params.yaml`` (SAIL_PARAMS) and ``root/logs`` (each component's output)."""
+    ``root/params.yaml`` (SAIL_PARAMS) and ``root/logs`` (each component's output).
 
-    def __init__(self, root: Path, params: dict):
+    Its metadata database is SQLite in AIRFLOW_HOME, or ``database`` (a SQLAlchemy URL, e.g. PostgreSQL);
+    its tasks track to SAIL_HOME's embedded MLflow store, or to ``mlflow_uri`` (e.g. a tracking server)."""
+
+    def __init__(self, root: Path, params: dict, database: str | None = None, mlflow_uri: str | None = None):
         self.root = root
         self.airflow_home = root / "airflow"
         self.sail_home = root / "home"
@@ -106,6 +118,8 @@ class Airflow:
         passwords.write_text(json.dumps({"admin": self.password}))
         passwords.chmod(0o600)
         self.db = self.airflow_home / "airflow.db"
+        self.database = database or f"sqlite:///{self.db}"
+        self.mlflow_uri = mlflow_uri
         self.procs: dict[str, subprocess.Popen] = {}
         self._token: str | None = None
         from sail_core.pipeline import airflow_env
@@ -114,7 +128,7 @@ class Airflow:
             "SAIL_HOME": str(self.sail_home),
             "SAIL_PARAMS": str(self.params),
             "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
@@ -131,7 +145,10 @@ class Airflow:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
         })
-        self.env.pop("MLFLOW_TRACKING_URI", None)
+        if mlflow_uri:
+            self.env["MLFLOW_TRACKING_URI"] = mlflow_uri
+        else:
+            self.env.pop("MLFLOW_TRACKING_URI", None)
         self.env.pop("SAIL_WORKDIR", None)
 
     # ------------------------------------------------------------------ lifecycle
@@ -172,9 +189,10 @@ class Airflow:
         except (OSError, urllib.error.URLError, ValueError):
             return False
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
         """Stop in order: the scheduler first (it waits for running tasks), then the others; then SIGKILL
-        whatever is left of each component's session (a task runner has its own process group, not session)."""
+        whatever is left of each component's session (a task runner has its own process group, not session).
+        Returns the command lines of the processes that outlived the SIGTERMs and had to be killed."""
         for name in ("scheduler", "dag-processor", "api-server"):
             proc = self.procs.get(name)
             if proc is None:
@@ -185,10 +203,13 @@ class Airflow:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     pass
+        killed = []
         for proc in self.procs.values():
             for pid in session_members(proc.pid):
+                command = cmdline(pid)
                 try:
                     os.kill(pid, signal.SIGKILL)
+                    killed.append(f"pid {pid}: {command}")
                 except ProcessLookupError:
                     pass
             try:
@@ -196,6 +217,7 @@ class Airflow:
             except subprocess.TimeoutExpired:
                 pass
         self.procs.clear()
+        return killed
 
     # ------------------------------------------------------------------ REST
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
@@ -220,7 +242,16 @@ class Airflow:
         return run_id
 
     # ------------------------------------------------------------------ metadata database
-    def query(self, sql: str, args: tuple) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: tuple) -> list:
+        """Rows of ``sql`` (``?`` placeholders) on the metadata database, each indexable by column name."""
+        if not self.database.startswith("sqlite"):
+            import psycopg
+            from psycopg.rows import dict_row
+
+            from sail_core.pipeline.postgres import libpq_url
+
+            with psycopg.connect(libpq_url(self.database), row_factory=dict_row) as con:
+                return con.execute(sql.replace("?", "%s"), args).fetchall()
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
         con.row_factory = sqlite3.Row
         try:
@@ -263,10 +294,14 @@ class Airflow:
         return "\n".join(f.read_text(errors="replace") for f in files)
 
     def here(self, monkeypatch) -> None:
-        """Point this (the test's) process at the same stores: SAIL_HOME, SAIL_PARAMS (MLflow's store follows)."""
+        """Point this (the test's) process at the same stores: SAIL_HOME, SAIL_PARAMS, and MLflow's (SAIL_HOME's
+        embedded one, or ``mlflow_uri``)."""
         monkeypatch.setenv("SAIL_HOME", str(self.sail_home))
         monkeypatch.setenv("SAIL_PARAMS", str(self.params))
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        if self.mlflow_uri:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", self.mlflow_uri)
+        else:
+            monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 def session_members(sid: int) -> list[int]:
@@ -301,9 +336,7 @@ def shared(request, tmp_path_factory, demo_data: Path) -> Airflow:
     if "airflow" not in _SHARED:
         root = tmp_path_factory.mktemp("airflow-scheduler")
         good, bad, bad_item = write_data(demo_data, root)
-        params = yaml.safe_load((REPO / "params.yaml").read_text())
-        params["profiles"].update(_profiles(params["profiles"]["tiny"], good, bad))
-        af = Airflow(root, params)
+        af = Airflow(root, tests_params(good, bad))
         af.good_data, af.bad_data, af.bad_item = good, bad, bad_item
         _SHARED.update(airflow=af, users={item.module.__name__ for item in request.session.items
                                           if "airflow_scheduler" in item.fixturenames})

@@ -40,7 +40,15 @@ def _bin(name: str) -> str:
 
 
 def env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for every Airflow process: SQLite under SAIL_HOME, our dags/, loopback only."""
+    """Environment for every Airflow process: our dags/, loopback only, and the metadata database.
+
+    The database is SQLite under ``SAIL_HOME/airflow`` unless ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` (in
+    the environment or ``extra``) names another, e.g. PostgreSQL shared by several workers
+    (docs/multiworker.md); that URL is checked (``StoreURLError`` names what is wrong) and the async URL
+    Airflow also needs is derived from it (:func:`sail_core.pipeline.postgres.airflow_database`).
+    """
+    from sail_core.pipeline.postgres import AIRFLOW_VARIABLE, airflow_database
+
     h = home()
     e = dict(os.environ)
     e.update(
@@ -59,11 +67,14 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
         }
     )
     e.update(extra or {})
+    if e.get(AIRFLOW_VARIABLE):
+        e.update(airflow_database(e[AIRFLOW_VARIABLE]))
     return e
 
 
 def db_migrate() -> None:
-    """Create or upgrade Airflow's SQLite database (idempotent; overlapping callers take turns)."""
+    """Create or upgrade Airflow's metadata database (idempotent; overlapping callers on this machine take
+    turns; Airflow itself locks a PostgreSQL database while it migrates)."""
     from sail_core.paths import file_lock
 
     h = home()
@@ -134,8 +145,9 @@ AIRFLOW_COMPONENTS = {
 
 
 def start_airflow(airflow_port: int, logs: Path) -> list[subprocess.Popen]:
-    """Start the Airflow components of :data:`AIRFLOW_COMPONENTS` (LocalExecutor, SQLite, 127.0.0.1), each in
-    a session of its own with its log ``logs/airflow-<component>.log``; returns them in stopping order."""
+    """Start the Airflow components of :data:`AIRFLOW_COMPONENTS` (LocalExecutor, the metadata database of
+    :func:`env`, 127.0.0.1), each in a session of its own with its log ``logs/airflow-<component>.log``;
+    returns them in stopping order."""
     url = f"http://127.0.0.1:{airflow_port}"
     component_env = env({
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2",
@@ -157,41 +169,48 @@ def start_airflow(airflow_port: int, logs: Path) -> list[subprocess.Popen]:
 
 def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000, timeout_s: float = 300.0) -> None:
     """Start Airflow (scheduler, triggerer, dag-processor, API server) and `mlflow ui` on 127.0.0.1, wait
-    until both answer their health endpoints, print where they are, and keep them up until Ctrl-C.
+    until both answer their health endpoints, print where they are, and keep them up until Ctrl-C. When
+    ``MLFLOW_TRACKING_URI`` is a tracking server, its own UI is shown instead of starting `mlflow ui`.
 
     Raises ``NotReady`` (after stopping everything) when one is not up within ``timeout_s``, naming it and
     its logs.
     """
+    from sail_core.pipeline.postgres import is_server
     from sail_core.pipeline.tracking import tracking_uri
 
     db_migrate()
     logs = home().logs
     logs.mkdir(parents=True, exist_ok=True)
     af_log, ml_log = logs / "airflow-*.log", logs / "mlflow-ui.log"
+    uri = tracking_uri()
     airflow = start_airflow(airflow_port, logs)
     api_server = airflow[-1]
-    ml = subprocess.Popen(
-        [_bin("mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
-         "--backend-store-uri", tracking_uri(), "--default-artifact-root", home().mlflow_artifacts.as_uri()],
-        env=env(), stdout=open(ml_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    everything = [*airflow, ml]
+    endpoints = [Endpoint("Airflow", f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health", af_log, api_server,
+                          check=_airflow_healthy)]
+    if is_server(uri):  # a tracking server (the multi-worker setup) has its own UI
+        ml, mlflow_ui = None, uri.rstrip("/")
+        endpoints.append(Endpoint("MLflow tracking server", f"{mlflow_ui}/health"))
+    else:
+        mlflow_ui = f"http://127.0.0.1:{mlflow_port}"
+        ml = subprocess.Popen(
+            [_bin("mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
+             "--backend-store-uri", uri, "--default-artifact-root", home().mlflow_artifacts.as_uri()],
+            env=env(), stdout=open(ml_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        endpoints.append(Endpoint("MLflow", f"{mlflow_ui}/health", ml_log, ml))
+    everything = [*airflow, *([ml] if ml else [])]
     try:
         console.print(f"Starting the Airflow and MLflow UIs (up to {timeout_s:g} s; logs in {logs})")
-        wait_until_ready([
-            Endpoint("Airflow", f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health", af_log, api_server,
-                     check=_airflow_healthy),
-            Endpoint("MLflow", f"http://127.0.0.1:{mlflow_port}/health", ml_log, ml),
-        ], timeout_s, console=console)
+        wait_until_ready(endpoints, timeout_s, console=console)
         console.print(
             f"Airflow UI: http://127.0.0.1:{airflow_port}  login: admin / password {_admin_password()}\n"
-            f"MLflow UI:  http://127.0.0.1:{mlflow_port}\n"
+            f"MLflow UI:  {mlflow_ui}\n"
             f"Logs in {logs}. Trigger DAG '{DAG_ID}' from the Airflow UI ('Trigger' opens the parameter form). "
             "Ctrl-C stops both."
         )
         while all(p.poll() is None for p in everything):
             time.sleep(1)
-        for name, proc in [*zip(AIRFLOW_COMPONENTS, airflow), ("MLflow UI", ml)]:
+        for name, proc in [*zip(AIRFLOW_COMPONENTS, airflow), *([("MLflow UI", ml)] if ml else [])]:
             if proc.poll() is not None:
                 log = ml_log if proc is ml else logs / f"airflow-{name}.log"
                 console.print(f"[red]{name} exited (code {proc.returncode})[/]; see {log}. Stopping the others.")

@@ -1,4 +1,6 @@
-"""MLflow tracking: the embedded sqlite store under ``SAIL_HOME`` and the pipeline run.
+"""MLflow tracking: the store (the embedded sqlite store under ``SAIL_HOME``, or the one
+``MLFLOW_TRACKING_URI`` names: a tracking server shared by several workers, docs/multiworker.md) and the
+pipeline run.
 
 One pipeline run is one MLflow run, tagged ``sail.run_id`` with the run's id. An
 Airflow run's ``check`` task starts it and every later task finds it by that tag
@@ -31,7 +33,13 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home().mlflow_db}"
+    """Where MLflow tracks: ``MLFLOW_TRACKING_URI`` when set (checked: a tracking server, the multi-worker
+    setup of docs/multiworker.md, or a database; ``StoreURLError`` names what is wrong), else the embedded
+    SQLite store ``SAIL_HOME/mlflow.db``."""
+    from sail_core.pipeline.postgres import check_tracking_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return check_tracking_uri(uri) if uri else f"sqlite:///{home().mlflow_db}"
 
 
 def configure() -> str:
@@ -101,19 +109,27 @@ def _artifacts_in_use(artifacts: Path) -> bool:
 
 
 def ensure_experiment(name: str) -> str:
+    """The id of experiment ``name``, created when missing. Its artifacts go to ``SAIL_HOME/mlartifacts``,
+    except on a tracking server, which keeps them where it was told (``--artifacts-destination``) and
+    serves them to every worker."""
     import mlflow
 
-    configure()
+    from sail_core.pipeline.postgres import is_server
+
+    uri = configure()
     check_store()
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     from mlflow.exceptions import MlflowException
 
-    artifacts = home().mlflow_artifacts
-    artifacts.mkdir(parents=True, exist_ok=True)
+    location = None
+    if not is_server(uri):
+        artifacts = home().mlflow_artifacts
+        artifacts.mkdir(parents=True, exist_ok=True)
+        location = artifacts.as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+        return mlflow.create_experiment(name, artifact_location=location)
     except MlflowException:  # another run created it a moment ago
         exp = mlflow.get_experiment_by_name(name)
         if exp is None:
