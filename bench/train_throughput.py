@@ -1,6 +1,6 @@
 """CPU training throughput: our ``train_stage`` against sentence-transformers' trainer, same model, data and batch.
 
-    .venv/bin/python bench/train_throughput.py                       # defaults: batch 32, 5 + 30 steps, 3 repeats
+    .venv/bin/python bench/train_throughput.py                       # defaults: batch 16, 3 + 12 steps, 3 repeats
     .venv/bin/python bench/train_throughput.py --batch-size 64 --steps 40 --repeats 5 --out /tmp/t.json
 
 Both sides fine-tune all-MiniLM-L6-v2 (the ``tiny``/``demo`` text backbone, from the
@@ -253,9 +253,9 @@ def print_report(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=32, help="pairs per optimiser step (default 32)")
-    parser.add_argument("--steps", type=int, default=30, help="timed optimiser steps per run (default 30)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed optimiser steps before them (default 5)")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimiser step (default 16)")
+    parser.add_argument("--steps", type=int, default=12, help="timed optimiser steps per run (default 12)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed optimiser steps before them (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating (default 3)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help=f"torch threads on both sides (default torch's: {torch.get_num_threads()})")
