@@ -15,6 +15,8 @@ both runs succeed and overlap; their task instances are rows of PostgreSQL (read
 file was made; each MLflow run, with its task times and the stage's losses, is in the server's PostgreSQL
 database and its artifacts in the artifact folder, not under SAIL_HOME; every listening socket is on loopback;
 and every process stops cleanly on SIGTERM / SIGINT (nothing left to kill, no orphans).
+
+The fast tests check the URL checks that refuse a store URL this project cannot run, before anything starts.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ from sail_core.paths import free_ports
 from tests import scheduler
 from tests.scheduler import GOOD, STEPS, session_members
 from tests.test_sockets import listeners, loopback
-
-pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
 BIN = Path(sys.executable).parent
 STEPS_B = ["ingest", "validate", "version"]
@@ -107,6 +107,42 @@ def _alive(procs: list[psutil.Process]) -> list[str]:
     return alive
 
 
+@pytest.mark.parametrize("url, why", [
+    ("postgres://u:secret@db/airflow", "driver installed is psycopg 3"),
+    ("postgresql+psycopg2://u:secret@db/airflow", "driver installed is psycopg 3"),
+    ("postgresql+psycopg://u:secret@db:5432/", "names no database"),
+    ("postgresql+psycopg:///airflow", "names no host"),
+    ("sqlite:///relative.db", "absolute path"),
+    ("mysql://u:secret@db/airflow", "not a database this project runs"),
+])
+def test_a_store_url_this_project_cannot_run_is_refused_naming_the_variable_and_the_form(url, why, monkeypatch):
+    from sail_core.pipeline import airflow_env, tracking
+    from sail_core.pipeline.postgres import POSTGRES_FORM, StoreURLError
+
+    with pytest.raises(StoreURLError) as airflow_error:
+        airflow_env.env({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    with pytest.raises(StoreURLError) as mlflow_error:
+        tracking.tracking_uri()
+    for error, variable in ((airflow_error, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"), (mlflow_error, "MLFLOW_TRACKING_URI")):
+        message = str(error.value)
+        assert message.startswith(variable) and why in message and POSTGRES_FORM in message, message
+        assert "secret" not in message  # the password is masked
+
+
+def test_a_postgresql_url_gives_airflow_the_async_url_over_psycopg_and_mlflow_keeps_a_server(monkeypatch):
+    from sail_core.pipeline import airflow_env, tracking
+
+    e = airflow_env.env({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://u:pw@db:5432/airflow"})
+    assert e["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == "postgresql+psycopg://u:pw@db:5432/airflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.5:5000")
+    assert tracking.tracking_uri() == "http://10.0.0.5:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri().startswith("sqlite:////")  # the embedded default
+
+
+@pytest.mark.slow
+@pytest.mark.airflow
 def test_the_dag_runs_on_postgresql_with_two_workers_and_an_mlflow_server(demo_data, tmp_path, monkeypatch):
     import psycopg
     from psycopg.rows import dict_row
