@@ -16,6 +16,11 @@ system-deps:
 	  echo "installing espeak-ng (Debian) for the demo's spoken audio tracks"; \
 	  ( $(SUDO) apt-get install -y -qq espeak-ng || ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng ) ) >/dev/null 2>&1 \
 	  || { echo "espeak-ng is missing and could not be installed; run: sudo apt-get install espeak-ng"; exit 1; }; }
+	@# Debian's postgresql: the multi-worker test runs Airflow and MLflow on a throw-away local server
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  echo "installing postgresql (Debian) for the multi-worker test"; \
+	  ( $(SUDO) apt-get install -y -qq postgresql || ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql ) ) >/dev/null 2>&1 \
+	  || { echo "postgresql is missing and could not be installed; run: sudo apt-get install postgresql"; exit 1; }; }
 
 $(STAMP): requirements.lock pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)

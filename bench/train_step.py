@@ -98,7 +98,7 @@ from sail_core.model.omni import OmniEmbedder, build_model  # noqa: E402
 from sail_core.preprocess.segments import SegmentTokenizer  # noqa: E402
 from sail_core.train.aux_losses import AuxLosses  # noqa: E402
 from sail_core.train.distributed import autocast  # noqa: E402
-from sail_core.train.loop import _param_groups, backward_and_step, step_loss  # noqa: E402
+from sail_core.train.loop import backward_and_step, build_optimizer, step_loss  # noqa: E402
 from sail_core.train.patterns import PatternBatch  # noqa: E402
 
 AUDIO_TOKENS, VISION_TOKENS, TEXT_TOKENS = 1, 16, 128   # TEXT_TOKENS: [CLS] + instruction + text + [SEP]
@@ -247,10 +247,7 @@ def run_ours(cfg: Config, stage: StageConfig, device: torch.device, queries: int
     loss_fn = InfoNCELoss(cfg.temperature_inits(), dims=model.cfg.matryoshka_dims).to(device)
     aux = AuxLosses(cfg, embedding_width(model.cfg)).to(device)
     aux_params = list(aux.parameters())
-    temp_group = {"params": list(loss_fn.parameters()) + aux_params, "weight_decay": 0.0}
-    if stage.temperature_lr is not None:
-        temp_group["lr"] = stage.temperature_lr
-    optimizer = torch.optim.AdamW(_param_groups(model, stage) + [temp_group], lr=stage.lr)
+    optimizer = build_optimizer(cfg, stage, model, list(loss_fn.parameters()) + aux_params)
     scheduler = get_cosine_schedule_with_warmup(optimizer, stage.warmup_steps, stage.steps)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     detach = not cfg.datasets[DATASET].target_gradient

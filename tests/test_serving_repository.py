@@ -19,7 +19,7 @@ from serving.repository import CONFIG, GPU_CONFIG, SID_DIR, SID_FILES, model_dir
 INPUTS = {"TEXT": [1], "IMAGE": [1], "FRAMES": [-1], "AUDIO": [1], "DIM": [1], "TASK": [1], "SIDE": [1]}
 
 
-def _check_shared(config: mc.ModelConfig, name: str, versions: list[int]) -> None:
+def _check_shared(config: mc.ModelConfig, name: str, versions: list[int], intra_op_threads: str) -> None:
     assert config.name == name and config.backend == "python"
     assert list(config.version_policy.specific.versions) == versions
     assert {i.name: list(i.dims) for i in config.input} == INPUTS
@@ -28,7 +28,7 @@ def _check_shared(config: mc.ModelConfig, name: str, versions: list[int]) -> Non
     assert types.pop("DIM") == mc.TYPE_INT32 and set(types.values()) == {mc.TYPE_STRING}
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
         ("EMBEDDING", mc.TYPE_FP32, [-1]), ("SID", mc.TYPE_INT32, [-1])]  # SID: one code per level
-    assert config.parameters["intra_op_threads"].string_value == "0"
+    assert config.parameters["intra_op_threads"].string_value == intra_op_threads
 
 
 def test_cpu_and_gpu_configs_parse_back_with_the_same_fields(tmp_path):
@@ -38,16 +38,16 @@ def test_cpu_and_gpu_configs_parse_back_with_the_same_fields(tmp_path):
     assert path == folder / CONFIG
 
     cpu = read_config(path)
-    _check_shared(cpu, folder.name, [2, 5])
+    _check_shared(cpu, folder.name, [2, 5], str(serve.intra_op_threads))  # the serve block's threads
     assert cpu.max_batch_size == 48
     assert cpu.dynamic_batching.max_queue_delay_microseconds == 2000
     assert list(cpu.dynamic_batching.preferred_batch_size) == []
     [group] = cpu.instance_group
-    assert (group.kind, group.count, list(group.gpus)) == (mc.ModelInstanceGroup.KIND_CPU, 1, [])
+    assert (group.kind, group.count, list(group.gpus)) == (mc.ModelInstanceGroup.KIND_CPU, serve.instances, [])
     assert cpu.parameters["onnx_providers"].string_value == "CPUExecutionProvider"
 
     gpu = read_config(folder / GPU_CONFIG)
-    _check_shared(gpu, folder.name, [2, 5])
+    _check_shared(gpu, folder.name, [2, 5], "0")  # onnxruntime's default on a GPU host
     assert gpu.max_batch_size == 256  # at least 256 in production
     assert list(gpu.dynamic_batching.preferred_batch_size) == [64, 128]
     assert gpu.dynamic_batching.max_queue_delay_microseconds == 1000

@@ -74,8 +74,12 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     assert proc.stdout.count('"run_id"') == 1, "only rank 0 prints the result"
 
 
-def test_the_checkpoint_of_a_two_process_run_holds_both_ranks_rng(tmp_path):
-    """A bare train_stage under torchrun (no pipeline): checkpoints are kept, every rank's RNG state is in them."""
+def _bare_run(tmp_path: Path, name: str, sharding: bool) -> Path:
+    """train_stage under torchrun without the pipeline (3 steps, checkpoints kept); returns its output folder."""
+    import subprocess
+
+    import tiny_pairs_data
+
     script = tmp_path / "train.py"
     script.write_text(
         "import sys\n"
@@ -83,24 +87,33 @@ def test_the_checkpoint_of_a_two_process_run_holds_both_ranks_rng(tmp_path):
         "from sail_core.train.distributed import init_from_env, shutdown\n"
         "from sail_core.train.loop import train_stage\n"
         "init_from_env('cpu')\n"
-        "cfg = tiny_pairs_data.fast_config()\n"
+        "cfg = tiny_pairs_data.fast_config(**{'train.optimizer_sharding': sys.argv[4] == 'zero'})\n"
         "stage = cfg.train.stages[0].model_copy(update={'steps': 3, 'batch_size': 4, 'checkpoint_every': 2,\n"
         "                                               'warmup_steps': 0})\n"
         "train_stage(cfg, stage, sys.argv[2], sys.argv[1], keep_checkpoints=True, cache_dir=sys.argv[3])\n"
         "shutdown()\n")
-    import tiny_pairs_data
-
     data, cache = tiny_pairs_data.media_data()
-    out = tmp_path / "out"
+    out = tmp_path / name
     e = env()
     e["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent)])
-    import subprocess
-
     proc = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                           "--master_port", str(free_ports(1)[0]), str(script), str(out), str(data), str(cache)],
-                          env=e, capture_output=True, text=True, timeout=600)
+                           "--master_port", str(free_ports(1)[0]), str(script), str(out), str(data), str(cache),
+                           "zero" if sharding else "ddp"], env=e, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_zero_sharding_trains_like_ddp_and_its_checkpoint_holds_both_ranks_rng(tmp_path):
+    """ZeRO-1 (AdamW states sharded over 2 ranks) gives DDP's losses; its checkpoint holds the whole optimizer
+    state (consolidated on rank 0) and both ranks' RNG states."""
+    ddp = json.loads((_bare_run(tmp_path, "ddp", False) / "train_metrics.json").read_text())["history"]
+    out = _bare_run(tmp_path, "zero", True)
+    zero = json.loads((out / "train_metrics.json").read_text())["history"]
+    for a, b in zip(ddp, zero, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"]), (a["loss"], b["loss"])
     state = torch.load(next((out / "checkpoints").glob("step_*.pt")), weights_only=False)
     assert state["meta"]["world_size"] == 2
     assert len(state["rank_rng"]) == 2
     assert state["rng"]["torch"].equal(state["rank_rng"][0]["torch"])
+    trainable = sum(1 for g in state["optimizer"]["param_groups"] for _ in g["params"])
+    assert len(state["optimizer"]["state"]) > trainable // 2, "rank 0 saved every shard's AdamW state, not only its own"

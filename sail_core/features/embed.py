@@ -29,9 +29,10 @@ def sample_lengths(model, samples: list[OmniSample]) -> list[int]:
 def forward(net: torch.nn.Module, model, samples: list[OmniSample], modes: dict[str, str]) -> torch.Tensor:
     """One collated forward of ``samples`` through ``net``, the batch moved to the model's device."""
     batch = collate(samples, model.tokenizer, **modes)
-    device = next(model.parameters()).device
-    if device.type != "cpu":
-        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    weight = next(model.parameters())
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:  # the device, and pure-bf16 weights' dtype
+        batch = {k: (v.to(weight.device, weight.dtype if v.is_floating_point() else None, non_blocking=True)
+                     if torch.is_tensor(v) else v) for k, v in batch.items()}
     return net(batch)
 
 

@@ -134,6 +134,22 @@ def _no_op() -> None:
     return None
 
 
+def build_optimizer(cfg: Config, stage: StageConfig, model: OmniEmbedder, loss_params: list):
+    """AdamW over the model's groups (:func:`_param_groups`) and the loss's own parameters (temperatures, gates,
+    CRE heads: no weight decay, ``temperature_lr``); fused on CUDA; ZeRO-1 sharded under torchrun when
+    ``train.optimizer_sharding``."""
+    temp_group = {"params": loss_params, "weight_decay": 0.0}
+    if stage.temperature_lr is not None:
+        temp_group["lr"] = stage.temperature_lr
+    groups = _param_groups(model, stage) + [temp_group]
+    fused = {"fused": True} if next(model.parameters()).device.type == "cuda" else {}
+    if cfg.train.optimizer_sharding and world()[1] > 1:  # ZeRO-1: each rank keeps the AdamW states of its shard
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, lr=stage.lr, **fused)
+    return torch.optim.AdamW(groups, lr=stage.lr, **fused)
+
+
 def step_loss(net, model: OmniEmbedder, loss_fn: InfoNCELoss, batch: PatternBatch, modes: dict, one_forward: bool,
                detach_targets: bool = False, aux: AuxLosses | None = None, precision=nullcontext,
                grad_cache_chunk: int | None = None):
@@ -302,16 +318,7 @@ def train_stage(
         aux.load_state_dict(torch.load(aux_saved, weights_only=True), strict=False)
     aux_params = list(aux.parameters()) + (list(cre.parameters()) if cre.names else [])
     extras = {n: extra_patterns(cfg.datasets[n]) for n in stage.datasets if n not in CRE_TASKS}
-    temp_group = {"params": list(loss_fn.parameters()) + aux_params, "weight_decay": 0.0}
-    if stage.temperature_lr is not None:
-        temp_group["lr"] = stage.temperature_lr
-    groups = _param_groups(model, stage) + [temp_group]
-    if cfg.train.optimizer_sharding and size > 1:  # ZeRO-1: each rank keeps the AdamW states of its shard
-        from torch.distributed.optim import ZeroRedundancyOptimizer
-
-        optimizer = ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, lr=stage.lr)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=stage.lr)
+    optimizer = build_optimizer(cfg, stage, model, list(loss_fn.parameters()) + aux_params)
     data_rng = np.random.default_rng([cfg.train.seed, 3, rank])  # CRE steps' field dropout and keyframes
     # linear warm-up from 0 to the peak over warmup_steps, then cosine to 0 at steps; its state is checkpointed
     scheduler = get_cosine_schedule_with_warmup(optimizer, stage.warmup_steps, stage.steps)
