@@ -38,9 +38,11 @@ demo: $(STAMP)
 	$(VENV)/bin/sail demo
 
 # The test suite, with real Airflow, MLflow, DVC, Great Expectations and tritonserver, in random order
-# (pytest-randomly; the seed is printed at the end with the command that replays that order).
+# (pytest-randomly; the seed is printed at the end with the command that replays that order), on 2 worker
+# processes (pytest-xdist; a module's tests stay on one worker, so module fixtures are built once).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -p randomly
+	$(VENV)/bin/pytest -q -p randomly -n $(TEST_WORKERS) --dist loadscope
 
 # Everything but the integration groups (pyproject.toml markers): under 2 minutes on 2 cores.
 INTEGRATION := slow or airflow or triton or dvc or distributed or export or train

@@ -334,6 +334,11 @@ def serve_up():
     from dataclasses import asdict
 
     cfg = _run(_cfg)
+    running = server.status()
+    if running.get("running"):
+        err.print(f"tritonserver is already running (pid {running['pid']}, HTTP {running['http']}, gRPC "
+                  f"{running['grpc']}); nothing started. `sail serve status` shows what it serves, "
+                  "`sail serve down` stops it.")
     _print(asdict(_run(server.start, home().triton_repo, cfg.serve)))
 
 

@@ -1,4 +1,4 @@
-"""Test session setup: every service's state goes to a temporary SAIL_HOME.
+"""Test session setup: every service's state goes to a temporary SAIL_HOME (one per xdist worker).
 
 The Airflow variables must be set before anything imports airflow, so they
 are set here, at conftest import time. The Triton runtime venv is shared with
@@ -16,6 +16,9 @@ _HOME = Path(tempfile.mkdtemp(prefix="sail-test-home-"))
 os.environ["SAIL_HOME"] = str(_HOME)
 os.environ.setdefault("SAIL_TRITON_VENV", str(REPO / ".sail" / "triton" / "venv"))
 os.environ["HF_HUB_OFFLINE"] = "1"
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs 2 workers on 2 cores: one compute thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] = "false"
 os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -37,6 +37,8 @@ NOT_IMPORTED = {
 DEV_NOT_IMPORTED = {
     "pytest-randomly": "a pytest plugin: shuffles the test order",
     "import-linter": "run as `lint-imports` (tests/test_layers.py)",
+    "pytest-xdist": "a pytest plugin: `make test` runs the suite on 2 worker processes",
+    "accelerate": "sentence-transformers' trainer needs it at run time (bench/train_throughput.py)",
 }
 # imported inside tritonserver but not pip-installed into its venv
 TRITON_PROVIDED = {"triton_python_backend_utils": "the python backend provides it"}

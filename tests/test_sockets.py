@@ -7,6 +7,11 @@ scheduler, triggerer, dag-processor and API server, and ``mlflow ui``; called wi
 socket of those process trees (psutil, the processes' own file descriptors) and checks that each is bound to
 a loopback address (127.0.0.1, ::1, or ::ffff:127.0.0.1, as Triton's gRPC binds it), and that the expected ports are among them (so the test cannot pass by seeing nothing).
 
+Then, while they run: a second ``sail ui`` and a second ``sail serve up`` on the same SAIL_HOME say that one
+is already running (and start nothing); the generated Airflow password was printed once and its file is
+0600. Last, ``sail ui``'s process gets SIGTERM (what a service manager or ``kill`` sends, not Ctrl-C), and
+every process it started must be gone once it has exited.
+
 No exceptions: ``airflow standalone`` would add the log servers on every interface (ports 8793/8794, host
 hard-coded in Airflow 3.3); ``start_uis`` starts the components without them (airflow_env's docstring).
 """
@@ -79,6 +84,13 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.slow
 @pytest.mark.airflow
 @pytest.mark.triton
@@ -117,6 +129,24 @@ def test_every_server_started_by_the_project_listens_on_loopback_only(runtime, t
         assert not exposed, f"listening beyond loopback:\n{report}"
         assert not ports & AIRFLOW_LOG_SERVER_PORTS, f"an Airflow log server is running:\n{report}"
         print(f"listening sockets:\n{report}")
+
+        again = subprocess.run([*sail, "ui"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1 and "already running" in again.stderr and str(ui.pid) in again.stderr, (
+            f"a second `sail ui` should refuse, naming the first:\n{again.stdout}\n{again.stderr}")
+        up_again = subprocess.run([*sail, "serve", "up"], env=env, cwd=REPO, capture_output=True, text=True,
+                                  timeout=120)
+        assert up_again.returncode == 0 and "already running" in up_again.stderr, up_again.stderr
+        assert json.loads(up_again.stdout)["pid"] == triton_pid
+        password = home / "airflow" / "simple_auth_manager_passwords.json.generated"
+        assert password.stat().st_mode & 0o777 == 0o600
+        assert "shown once" in ui_log.read_text()
+
+        ui_tree = [p for p in _tree(ui.pid) if p.pid != ui.pid]
+        assert len(ui_tree) >= 5, ui_tree  # scheduler, triggerer, dag-processor, API server, mlflow ui
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=180) == 0, ui_log.read_text()[-3000:]
+        survivors = [p for p in ui_tree if _alive(p)]
+        assert not survivors, f"outlived `sail ui` after SIGTERM: {[(p.pid, p.cmdline()[:3]) for p in survivors]}"
     finally:
         if ui.poll() is None:
             ui.send_signal(signal.SIGINT)  # Ctrl-C: start_uis stops what it started

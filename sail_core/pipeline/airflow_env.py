@@ -17,11 +17,14 @@ folder), the dag-processor, and the API server with ``--host 127.0.0.1``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -93,14 +96,88 @@ def dags_test(conf: dict) -> int:
     return proc.returncode
 
 
-def _admin_password() -> str:
-    path = home().airflow / "simple_auth_manager_passwords.json.generated"
+def _password_file() -> Path:
+    return home().airflow / "simple_auth_manager_passwords.json.generated"
+
+
+def _admin_password(first_time: bool) -> str:
+    """The Airflow login to print: the generated password itself the first time (the file did not exist
+    before this ``sail ui``), afterwards only where it is. The file is made 0600 either way."""
+    path = _password_file()
     if not path.exists():
-        return f"(see {path} once Airflow is up)"
+        return f"admin / (see {path} once Airflow is up)"
+    path.chmod(0o600)  # Airflow writes it with the umask's permissions; only its owner may read it
+    if not first_time:
+        return f"admin / the password in {path} (mode 0600)"
     try:
-        return json.dumps(json.loads(path.read_text()))
-    except ValueError:
-        return path.read_text().strip()
+        password = json.loads(path.read_text()).get("admin", "")
+    except (ValueError, AttributeError):
+        password = path.read_text().strip()
+    return f"admin / {password}  (shown once; kept in {path}, mode 0600)"
+
+
+class AlreadyRunning(RuntimeError):
+    """Another ``sail ui`` already runs from this ``SAIL_HOME``."""
+
+
+@contextlib.contextmanager
+def _single_instance(lock_path: Path, airflow_port: int, mlflow_port: int):
+    """Hold an exclusive lock on ``lock_path`` while the UIs run (released by the kernel when the process
+    dies, so a killed ``sail ui`` never blocks the next). A second one raises :class:`AlreadyRunning`, naming
+    the running one's pid and addresses, instead of failing later on a busy port."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        try:
+            held = json.loads(handle.read() or "{}")
+        except ValueError:
+            held = {}
+        handle.close()
+        raise AlreadyRunning(
+            f"`sail ui` is already running from this SAIL_HOME (pid {held.get('pid', '?')}): Airflow on "
+            f"http://127.0.0.1:{held.get('airflow_port', '?')}, MLflow on http://127.0.0.1:{held.get('mlflow_port', '?')}. "
+            f"Use it, or stop it (Ctrl-C in its terminal, or kill -TERM {held.get('pid', '<pid>')}) and start again; "
+            f"the lock is {lock_path}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "airflow_port": airflow_port, "mlflow_port": mlflow_port}))
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.truncate(0)
+        handle.close()  # releases the lock
+
+
+class _Stopped(Exception):
+    """SIGINT, SIGTERM or SIGHUP reached ``sail ui``: stop what it started."""
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _signals_stop():
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`_Stopped` while the UIs run (Python's default for SIGTERM
+    exits without running ``finally``, which left every component, each in its own session, running). After
+    the first, further ones are ignored so that a second Ctrl-C cannot cut the stopping short."""
+    def stop(signum, _frame):
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Stopped(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _airflow_healthy(body: bytes) -> str | None:
@@ -173,8 +250,15 @@ def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000, timeout_s: floa
     ``MLFLOW_TRACKING_URI`` is a tracking server, its own UI is shown instead of starting `mlflow ui`.
 
     Raises ``NotReady`` (after stopping everything) when one is not up within ``timeout_s``, naming it and
-    its logs.
+    its logs, and :class:`AlreadyRunning` when another ``sail ui`` holds this ``SAIL_HOME``. SIGINT, SIGTERM
+    and SIGHUP, and any failure, stop every component it started.
     """
+    with _single_instance(home().root / "ui.lock", airflow_port, mlflow_port), _signals_stop():
+        _run_uis(airflow_port, mlflow_port, timeout_s)
+
+
+def _run_uis(airflow_port: int, mlflow_port: int, timeout_s: float) -> None:
+    """:func:`start_uis` under its lock: start, wait, serve until a signal or a component exits, stop all."""
     from sail_core.pipeline.postgres import is_server
     from sail_core.pipeline.tracking import tracking_uri
 
@@ -183,30 +267,33 @@ def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000, timeout_s: floa
     logs.mkdir(parents=True, exist_ok=True)
     af_log, ml_log = logs / "airflow-*.log", logs / "mlflow-ui.log"
     uri = tracking_uri()
-    airflow = start_airflow(airflow_port, logs)
-    api_server = airflow[-1]
-    endpoints = [Endpoint("Airflow", f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health", af_log, api_server,
-                          check=_airflow_healthy)]
-    if is_server(uri):  # a tracking server (the multi-worker setup) has its own UI
-        ml, mlflow_ui = None, uri.rstrip("/")
-        endpoints.append(Endpoint("MLflow tracking server", f"{mlflow_ui}/health"))
-    else:
-        mlflow_ui = f"http://127.0.0.1:{mlflow_port}"
-        ml = subprocess.Popen(
-            [_bin("mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--backend-store-uri", uri, "--default-artifact-root", home().mlflow_artifacts.as_uri()],
-            env=env(), stdout=open(ml_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        endpoints.append(Endpoint("MLflow", f"{mlflow_ui}/health", ml_log, ml))
-    everything = [*airflow, *([ml] if ml else [])]
+    first_time = not _password_file().exists()
+    everything: list[subprocess.Popen] = []
     try:
+        airflow = start_airflow(airflow_port, logs)
+        everything.extend(airflow)
+        api_server = airflow[-1]
+        endpoints = [Endpoint("Airflow", f"http://127.0.0.1:{airflow_port}/api/v2/monitor/health", af_log,
+                              api_server, check=_airflow_healthy)]
+        if is_server(uri):  # a tracking server (the multi-worker setup) has its own UI
+            ml, mlflow_ui = None, uri.rstrip("/")
+            endpoints.append(Endpoint("MLflow tracking server", f"{mlflow_ui}/health"))
+        else:
+            mlflow_ui = f"http://127.0.0.1:{mlflow_port}"
+            ml = subprocess.Popen(
+                [_bin("mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
+                 "--backend-store-uri", uri, "--default-artifact-root", home().mlflow_artifacts.as_uri()],
+                env=env(), stdout=open(ml_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            everything.append(ml)
+            endpoints.append(Endpoint("MLflow", f"{mlflow_ui}/health", ml_log, ml))
         console.print(f"Starting the Airflow and MLflow UIs (up to {timeout_s:g} s; logs in {logs})")
         wait_until_ready(endpoints, timeout_s, console=console)
         console.print(
-            f"Airflow UI: http://127.0.0.1:{airflow_port}  login: admin / password {_admin_password()}\n"
+            f"Airflow UI: http://127.0.0.1:{airflow_port}  login: {_admin_password(first_time)}\n"
             f"MLflow UI:  {mlflow_ui}\n"
             f"Logs in {logs}. Trigger DAG '{DAG_ID}' from the Airflow UI ('Trigger' opens the parameter form). "
-            "Ctrl-C stops both."
+            "Ctrl-C (or SIGTERM) stops both."
         )
         while all(p.poll() is None for p in everything):
             time.sleep(1)
@@ -214,7 +301,7 @@ def start_uis(airflow_port: int = 8080, mlflow_port: int = 5000, timeout_s: floa
             if proc.poll() is not None:
                 log = ml_log if proc is ml else logs / f"airflow-{name}.log"
                 console.print(f"[red]{name} exited (code {proc.returncode})[/]; see {log}. Stopping the others.")
-    except KeyboardInterrupt:
-        pass
+    except _Stopped as stop:
+        console.print(f"{stop}: stopping the UIs")
     finally:
         _stop(everything)
