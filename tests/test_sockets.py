@@ -160,3 +160,24 @@ def test_every_server_started_by_the_project_listens_on_loopback_only(runtime, t
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+@pytest.mark.triton
+def test_a_benchmark_killed_with_sigterm_stops_its_tritonserver(runtime, tmp_path):
+    """bench/serving.py and bench/load.py hold an ephemeral tritonserver; SIGTERM to them must stop it."""
+    script = ("import sys, time; from pathlib import Path; from sail_core.config import ServeConfig; "
+              "from serving.ephemeral import ephemeral_server\n"
+              "t = Path(sys.argv[1])\n"
+              "with ephemeral_server(t / 'repo', ServeConfig(), t / 'state') as (cfg, info):\n"
+              "    print(info.pid, flush=True); time.sleep(600)\n")
+    bench = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        triton = psutil.Process(int(bench.stdout.readline().split()[0]))
+        assert "tritonserver" in " ".join(triton.cmdline())
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) == 128 + signal.SIGTERM
+        triton.wait(timeout=30)
+        assert not _alive(triton), "tritonserver outlived the benchmark that started it"
+    finally:
+        bench.kill()
